@@ -1,0 +1,63 @@
+"""autoprog: automated progressive learning for efficient training of vision models.
+
+Implements "Automated Progressive Learning for Efficient Training of Vision Transformers" and its
+extension to fine-tuning (AutoProg-One, AutoProg-Zero). The core (schedules, growth operators,
+EMA, FLOP accounting) is model-agnostic; model knowledge lives in :mod:`autoprog.adapters`.
+"""
+
+__version__ = "0.1.0"
+
+from autoprog.adapters import ModelAdapter, TimmViTAdapter, create_adapter, resample_pos_embed  # noqa: E402
+from autoprog.ema import ModelEma  # noqa: E402
+from autoprog.errors import AutoprogError, ConfigError, DatasetNotFoundError  # noqa: E402
+from autoprog.flops import FlopTable, count_train_flops  # noqa: E402
+from autoprog.growth import (  # noqa: E402
+    OPERATORS,
+    GrowthOperator,
+    GrowthSchedule,
+    GrowthSpace,
+    Identity,
+    Interpolation,
+    MoGrow,
+    RandInit,
+    ReZeroBlock,
+    Stacking,
+    Stage,
+    SubnetConfig,
+    create_operator,
+    depth_sources,
+    full_schedule,
+    prog_schedule,
+    progstack_schedule,
+)
+
+__all__ = [
+    "OPERATORS",
+    "AutoprogError",
+    "ConfigError",
+    "DatasetNotFoundError",
+    "FlopTable",
+    "GrowthOperator",
+    "GrowthSchedule",
+    "GrowthSpace",
+    "Identity",
+    "Interpolation",
+    "ModelAdapter",
+    "ModelEma",
+    "MoGrow",
+    "RandInit",
+    "ReZeroBlock",
+    "Stacking",
+    "Stage",
+    "SubnetConfig",
+    "TimmViTAdapter",
+    "__version__",
+    "count_train_flops",
+    "create_adapter",
+    "create_operator",
+    "depth_sources",
+    "full_schedule",
+    "prog_schedule",
+    "progstack_schedule",
+    "resample_pos_embed",
+]

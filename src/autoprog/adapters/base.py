@@ -1,0 +1,96 @@
+"""The small protocol every model adapter implements, and the adapter factory.
+
+The core (schedules, operators, search) knows nothing of any one model: it asks the adapter for
+the model's blocks, for a fresh block, and to run the model at a resolution. One file per model
+family implements it (``timm_vit.py`` for timm ViT / DeiT).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from autoprog.errors import ConfigError
+from autoprog.growth.schedule import SubnetConfig
+
+
+@runtime_checkable
+class ModelAdapter(Protocol):
+    """What autoprog needs to know about a growable model family.
+
+    Attributes:
+        full: the full model's configuration (input resolution, depth).
+        resolution_step: valid resolutions are multiples of this (the patch size for a ViT).
+    """
+
+    full: SubnetConfig
+    resolution_step: int
+
+    def create_model(self, depth: int | None = None) -> nn.Module:
+        """A freshly initialised model with ``depth`` blocks (the full depth when ``None``)."""
+        ...
+
+    def get_blocks(self, model: nn.Module) -> list[nn.Module]:
+        """The model's growable blocks, input side first."""
+        ...
+
+    def set_blocks(self, model: nn.Module, blocks: list[nn.Module]) -> None:
+        """Replace the model's blocks (after growth, or to run a sub-network)."""
+        ...
+
+    def new_block(self, model: nn.Module) -> nn.Module:
+        """A randomly initialised block like the model's own (RandInit growth)."""
+        ...
+
+    def prepare_input(self, x: torch.Tensor, resolution: int) -> torch.Tensor:
+        """Resize a batch to ``resolution`` for a model trained at that size."""
+        ...
+
+
+def resize_input(x: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Resize an image batch ``(N, C, H, W)`` to ``resolution``² (bilinear, antialiased when shrinking)."""
+    if x.shape[-2:] == (resolution, resolution):
+        return x
+    shrink = resolution < x.shape[-1] or resolution < x.shape[-2]
+    return F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=shrink)
+
+
+def create_adapter(
+    model: str,
+    *,
+    img_size: int,
+    in_chans: int,
+    num_classes: int,
+    patch_size: int | None = None,
+    depth: int | None = None,
+    drop_path_rate: float = 0.0,
+) -> ModelAdapter:
+    """Adapter factory for a model name.
+
+    Any timm Vision Transformer name (``vit_*``, ``deit_*``) is accepted, with ``img_size``,
+    ``patch_size``, ``depth`` and ``in_chans`` overrides. ``None`` arguments keep the model's defaults.
+    """
+    from autoprog.adapters.timm_vit import TimmViTAdapter
+
+    if model.startswith(("vit_", "deit_", "deit3_")):
+        return TimmViTAdapter(
+            model,
+            img_size=img_size,
+            in_chans=in_chans,
+            num_classes=num_classes,
+            patch_size=patch_size,
+            depth=depth,
+            drop_path_rate=drop_path_rate,
+        )
+    raise ConfigError(
+        f"unknown model {model!r}: use a timm Vision Transformer name such as vit_tiny_patch16_224, "
+        "vit_small_patch16_224 or deit_tiny_patch16_224"
+    )
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (optionally only those with ``requires_grad``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,129 @@
+"""Adapter for timm Vision Transformers (ViT, DeiT): depth and number of patches (Sec. 3.1.2).
+
+Depth: the model's ``blocks`` (an ``nn.Sequential``) are replaced by the current sub-network's.
+Number of patches: the input is resized to the stage's resolution; the model is built with
+``dynamic_img_size=True`` so timm resamples the absolute position embedding on its 2-D grid
+(bicubic, class token kept) for whatever grid the input gives.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import timm
+import torch
+from timm.layers import resample_abs_pos_embed
+from timm.models import named_apply
+from timm.models.vision_transformer import VisionTransformer, init_weights_vit_timm
+from torch import nn
+
+from autoprog.adapters.base import resize_input
+from autoprog.errors import ConfigError
+from autoprog.growth.schedule import SubnetConfig
+
+
+def resample_pos_embed(
+    pos_embed: torch.Tensor,
+    new_grid: tuple[int, int],
+    old_grid: tuple[int, int] | None = None,
+    num_prefix_tokens: int = 1,
+) -> torch.Tensor:
+    """Resample an absolute position embedding ``(1, prefix + H*W, D)`` to another patch grid.
+
+    The prefix (class / register) tokens are kept as they are; the grid part is interpolated
+    bicubically on its 2-D layout (timm's ``resample_abs_pos_embed``). Sec. 3.1.2: "we adaptively
+    interpolate the positional encoding to match with the number of patches".
+    """
+    return resample_abs_pos_embed(
+        pos_embed,
+        new_size=list(new_grid),
+        old_size=list(old_grid) if old_grid is not None else None,
+        num_prefix_tokens=num_prefix_tokens,
+        interpolation="bicubic",
+        antialias=True,
+    )
+
+
+class TimmViTAdapter:
+    """Growable timm ``VisionTransformer`` (any ``vit_*`` / ``deit_*`` name).
+
+    Args:
+        model_name: timm model name, e.g. ``"vit_tiny_patch16_224"``.
+        img_size: full input resolution.
+        in_chans: input channels.
+        num_classes: classifier outputs.
+        patch_size: patch size override (``None`` keeps the name's).
+        depth: full depth override (``None`` keeps the name's).
+        drop_path_rate: stochastic depth rate of the full model.
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        *,
+        img_size: int,
+        in_chans: int,
+        num_classes: int,
+        patch_size: int | None = None,
+        depth: int | None = None,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        if model_name not in timm.list_models():
+            raise ConfigError(
+                f"unknown timm model {model_name!r}; e.g. {', '.join(timm.list_models('vit_*')[:5])}, ..."
+            )
+        self.model_name = model_name
+        self.kwargs: dict = {
+            "img_size": img_size,
+            "in_chans": in_chans,
+            "num_classes": num_classes,
+            "patch_size": patch_size,
+            "drop_path_rate": drop_path_rate,
+            "dynamic_img_size": True,
+        }
+        self.kwargs = {k: v for k, v in self.kwargs.items() if v is not None}
+        probe = self._create(depth)
+        p = probe.patch_embed.patch_size
+        self.patch_size = int(p[0] if isinstance(p, tuple | list) else p)
+        if img_size % self.patch_size:
+            raise ConfigError(f"resolution {img_size} is not a multiple of the patch size {self.patch_size}")
+        self.resolution_step = self.patch_size
+        self.full = SubnetConfig(resolution=img_size, depth=len(probe.blocks))
+
+    def _create(self, depth: int | None) -> VisionTransformer:
+        kwargs = dict(self.kwargs)
+        if depth is not None:
+            kwargs["depth"] = depth
+        try:
+            model = timm.create_model(self.model_name, pretrained=False, **kwargs)
+        except TypeError as e:
+            raise ConfigError(f"timm model {self.model_name!r} does not take these options: {e}") from e
+        if not isinstance(model, VisionTransformer) or not isinstance(getattr(model, "blocks", None), nn.Sequential):
+            raise ConfigError(
+                f"model {self.model_name!r} is not a timm VisionTransformer with a `blocks` Sequential: "
+                "autoprog cannot grow its depth"
+            )
+        return model
+
+    def create_model(self, depth: int | None = None) -> nn.Module:
+        return self._create(self.full.depth if depth is None and hasattr(self, "full") else depth)
+
+    def get_blocks(self, model: nn.Module) -> list[nn.Module]:
+        return list(model.blocks)  # type: ignore[arg-type]
+
+    def set_blocks(self, model: nn.Module, blocks: list[nn.Module]) -> None:
+        model.blocks = nn.Sequential(*blocks)
+
+    def new_block(self, model: nn.Module) -> nn.Module:
+        block = copy.deepcopy(self.get_blocks(model)[0])
+        named_apply(init_weights_vit_timm, block)
+        return block
+
+    def prepare_input(self, x: torch.Tensor, resolution: int) -> torch.Tensor:
+        if resolution % self.patch_size:
+            raise ConfigError(f"resolution {resolution} is not a multiple of the patch size {self.patch_size}")
+        return resize_input(x, resolution)
+
+    def grid(self, resolution: int) -> tuple[int, int]:
+        """Patch grid of an input of ``resolution`` pixels."""
+        return (resolution // self.patch_size, resolution // self.patch_size)

@@ -1,0 +1,113 @@
+"""The ``autoprog`` command line: ``autoprog pretrain ...`` and ``autoprog bench pretrain ...``.
+
+Errors caused by the input (bad names, missing data, invalid numbers) print one line and exit 2;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from autoprog.errors import AutoprogError
+from autoprog.growth.operators import OPERATORS
+from autoprog.train.config import PRETRAIN_METHODS, PretrainConfig
+
+_PRETRAIN_FIELDS = {
+    "model", "data", "data_dir", "test_subset", "method", "epochs", "out", "train_subset", "val_size", "seed", "ratio",
+    "stages", "operator", "patch_size", "depth", "img_size", "batch_size", "lr", "min_lr", "weight_decay",
+    "warmup_epochs", "label_smoothing", "drop_path", "ema_decay", "mixup", "cutmix", "randaug", "amp",
+    "device", "threads", "eval_ema",
+}  # fmt: skip
+
+
+def _add_train_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -> None:
+    d = PretrainConfig()
+    p.add_argument("--model", default=d.model, help="timm ViT/DeiT name (default: %(default)s)")
+    p.add_argument("--data", default=d.data, help="fashion-mnist, mnist-idx, cifar10 or imagefolder:PATH")
+    p.add_argument("--data-dir", default=None, help="folder holding the dataset's files (overrides the default)")
+    if not for_bench:
+        p.add_argument("--method", default=d.method, choices=PRETRAIN_METHODS)
+        p.add_argument("--out", required=True, help="run directory (summary.json, log.jsonl, checkpoints)")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--train-subset", type=int, default=None, help="class-balanced subset of the training split")
+    p.add_argument("--val-size", type=int, default=d.val_size, help="validation images carved from unused training data")
+    p.add_argument("--test-subset", type=int, default=None, help="evaluate on a class-balanced part of the test split")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--ratio", type=float, default=d.ratio, help="initial scaling ratio r0 of the growth space")
+    p.add_argument("--stages", type=int, default=d.stages, help="number of stages")
+    p.add_argument("--operator", default=d.operator, choices=sorted(OPERATORS), help="growth operator")
+    p.add_argument("--patch-size", type=int, default=d.patch_size)
+    p.add_argument("--depth", type=int, default=d.depth, help="depth of the full model")
+    p.add_argument("--img-size", type=int, default=None, help="full input resolution (default: the data's)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--min-lr", type=float, default=d.min_lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--drop-path", type=float, default=d.drop_path)
+    p.add_argument("--ema-decay", type=float, default=d.ema_decay, help="momentum of the EMA / MoGrow copy")
+    p.add_argument("--mixup", type=float, default=d.mixup, help="mixup alpha (0 = off)")
+    p.add_argument("--cutmix", type=float, default=d.cutmix, help="cutmix alpha (0 = off)")
+    p.add_argument("--randaug", default=None, help="timm RandAugment string, e.g. rand-m9-mstd0.5-inc1")
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--eval-ema", action="store_true", help="also report top-1 of the EMA model")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autoprog", description="Automated progressive learning for vision models")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("pretrain", help="pre-train a model with a (progressive) method")
+    _add_train_args(p)
+    p.add_argument("--schedule", dest="schedule_file", default=None, help="replay the schedule of a summary.json")
+
+    bench = sub.add_parser("bench", help="run methods side by side and write a benchmark result")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    b = bench_sub.add_parser("pretrain", help="pre-training methods side by side")
+    _add_train_args(b, for_bench=True)
+    b.add_argument("--methods", default="full,prog", help="comma-separated methods (default: %(default)s)")
+    b.add_argument("--seeds", default=None, help="comma-separated seeds (default: --seed)")
+    b.add_argument("--name", default=None, help="result name under benchmarks/results (default: pretrain[-quick])")
+    b.add_argument("--results-dir", default="benchmarks/results", help="where the JSON/markdown/PNG go")
+    b.add_argument("--runs-dir", default="runs/bench", help="where each run's directory goes")
+    b.add_argument("--quick", action="store_true", help="tiny settings for a smoke test (seconds)")
+    return parser
+
+
+def _pretrain_config(args: argparse.Namespace, **override) -> PretrainConfig:
+    values = {k: v for k, v in vars(args).items() if k in _PRETRAIN_FIELDS or k == "schedule_file"}
+    values.update(override)
+    return PretrainConfig(**{k: v for k, v in values.items() if v is not None or k in ("train_subset", "test_subset")})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "pretrain":
+            from autoprog.train.pretrain import pretrain
+
+            pretrain(_pretrain_config(args))
+        elif args.command == "bench" and args.bench_command == "pretrain":
+            from autoprog.bench import bench_pretrain
+
+            bench_pretrain(args, _pretrain_config)
+        return 0
+    except AutoprogError as e:
+        if args.debug:
+            raise
+        print(f"autoprog: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("autoprog: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Batches for training and evaluation.
+
+In-memory datasets (Fashion-MNIST, MNIST, CIFAR-10) are resized *once per stage* to the stage's
+resolution and batched by index gathering: no per-sample Python work on the hot path. Lazy datasets
+(image folders) and per-sample augmentation (RandAugment) go through a ``DataLoader`` and the batch
+is resized on the fly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from autoprog.adapters.base import resize_input
+
+
+def materialise(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(images uint8 (N,C,H,W), targets int64 (N,))`` if the dataset lives in memory, else ``None``."""
+    images = getattr(dataset, "images", None)
+    if isinstance(images, torch.Tensor):
+        return images, dataset.targets  # type: ignore[attr-defined]
+    inner, indices = getattr(dataset, "dataset", None), getattr(dataset, "indices", None)
+    if inner is not None and indices is not None:
+        base = materialise(inner)
+        if base is not None:
+            idx = torch.as_tensor(list(indices), dtype=torch.long)
+            return base[0][idx], base[1][idx]
+    return None
+
+
+def resize_uint8(images: torch.Tensor, resolution: int, chunk: int = 4096) -> torch.Tensor:
+    """Resize a uint8 image tensor (bilinear, antialiased), keeping uint8 (for caching a stage's data)."""
+    if images.shape[-1] == resolution and images.shape[-2] == resolution:
+        return images
+    out = []
+    for i in range(0, len(images), chunk):
+        x = resize_input(images[i : i + chunk].float(), resolution)
+        out.append(x.round_().clamp_(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
+class BatchSource:
+    """Yields ``(uint8 images at the asked resolution, targets)`` batches from one dataset.
+
+    Args:
+        dataset: a dataset of ``(uint8 CHW tensor, int)`` items.
+        batch_size: samples per batch.
+        shuffle: reshuffle every epoch (seeded by ``seed + epoch``, a pure function of the epoch).
+        drop_last: drop the last incomplete batch (training).
+        seed: base seed of the shuffling.
+        force_loader: always go through a ``DataLoader`` (e.g. for per-sample augmentation).
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool,
+        seed: int = 0,
+        force_loader: bool = False,
+        num_workers: int = 0,
+    ) -> None:
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+        self.num_workers = num_workers
+        self._memory = None if force_loader else materialise(dataset)
+        self._resized: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        n = len(self.dataset)  # type: ignore[arg-type]
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self) * self.batch_size if self.drop_last else len(self.dataset)  # type: ignore[arg-type]
+
+    def _images_at(self, resolution: int) -> torch.Tensor:
+        assert self._memory is not None
+        if resolution not in self._resized:
+            self._resized = {resolution: resize_uint8(self._memory[0], resolution)}  # keep one size only
+        return self._resized[resolution]
+
+    def epoch(self, epoch: int, resolution: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of one epoch, at ``resolution`` pixels."""
+        n = len(self.dataset)  # type: ignore[arg-type]
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        if self._memory is not None:
+            images, targets = self._images_at(resolution), self._memory[1]
+            for i in range(len(self)):
+                idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+                yield images[idx], targets[idx]
+            return
+        loader = DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            sampler=order.tolist(),
+            drop_last=self.drop_last,
+            num_workers=self.num_workers,
+        )
+        for x, y in loader:
+            yield resize_uint8(x, resolution), y

@@ -1,0 +1,54 @@
+"""Optimizer and learning-rate schedule, rebuilt at every growth and keyed by parameter name."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups: no weight decay on biases, norms, scales and embeddings (timm habit).
+
+    Groups carry the parameter *names* (``"names"``) so state can be matched by name, never position.
+    """
+    no_decay_names = {"pos_embed", "cls_token", "reg_token", "dist_token"}
+    if hasattr(model, "no_weight_decay"):
+        no_decay_names |= set(model.no_weight_decay())
+    decay: list[tuple[str, nn.Parameter]] = []
+    no_decay: list[tuple[str, nn.Parameter]] = []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim <= 1 or name in no_decay_names or name.endswith(".alpha"):
+            no_decay.append((name, p))
+        else:
+            decay.append((name, p))
+    groups = []
+    for items, wd in ((decay, weight_decay), (no_decay, 0.0)):
+        if items:
+            groups.append({"params": [p for _, p in items], "names": [n for n, _ in items], "weight_decay": wd})
+    return groups
+
+
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.AdamW:
+    """AdamW over the model's trainable parameters (Appendix B: AdamW, lr 1e-3, wd 0.05)."""
+    fused_ok = all(p.is_cuda for p in model.parameters())
+    return torch.optim.AdamW(
+        param_groups(model, weight_decay), lr=lr, betas=betas, foreach=None if fused_ok else True
+    )
+
+
+def cosine_lr(step: int, total_steps: int, base_lr: float, warmup_steps: int = 0, min_lr: float = 1e-6) -> float:
+    """Cosine decay with linear warm-up: a pure function of the step, so resuming needs no state."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    t = min(1.0, (step - warmup_steps) / span)
+    return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * t))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for g in optimizer.param_groups:
+        g["lr"] = lr

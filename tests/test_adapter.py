@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from autoprog.adapters import create_adapter, resample_pos_embed
+from autoprog.errors import ConfigError
+from autoprog.flops import FlopTable, count_train_flops
+from autoprog.growth import SubnetConfig
+
+
+def test_pos_embed_resample_keeps_class_token_and_grid():
+    pe = torch.randn(1, 1 + 7 * 7, 32)
+    out = resample_pos_embed(pe, (4, 4), (7, 7), num_prefix_tokens=1)
+    assert out.shape == (1, 1 + 16, 32)
+    assert torch.equal(out[:, 0], pe[:, 0])
+    same = resample_pos_embed(pe, (7, 7), (7, 7))
+    torch.testing.assert_close(same, pe)
+    rect = resample_pos_embed(pe, (3, 5), (7, 7))
+    assert rect.shape == (1, 1 + 15, 32)
+
+
+def test_pos_embed_resample_of_a_smooth_field_is_faithful():
+    # a linear ramp over the grid stays (nearly) a ramp after resampling
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, 8), torch.linspace(0, 1, 8), indexing="ij")
+    field = torch.stack([xs, ys], -1).reshape(1, 64, 2)
+    pe = torch.cat([torch.zeros(1, 1, 2), field], 1)
+    out = resample_pos_embed(pe, (4, 4), (8, 8))[:, 1:].reshape(4, 4, 2)
+    assert torch.all(out[:, 1:, 0] > out[:, :-1, 0])  # x increases along columns
+    assert torch.all(out[1:, :, 1] > out[:-1, :, 1])  # y increases along rows
+
+
+def test_adapter_runs_every_configuration(tiny_adapter):
+    assert tiny_adapter.full == SubnetConfig(28, 6)
+    for depth in (3, 6):
+        model = tiny_adapter.create_model(depth)
+        assert len(tiny_adapter.get_blocks(model)) == depth
+        for res in (16, 28):
+            x = tiny_adapter.prepare_input(torch.rand(2, 1, 28, 28), res)
+            assert x.shape[-1] == res
+            assert model(x).shape == (2, 10)
+            tokens = model.forward_features(x)
+            assert tokens.shape[1] == 1 + (res // 4) ** 2
+
+
+def test_model_uses_interpolated_pos_embed(tiny_adapter):
+    model = tiny_adapter.create_model(2).eval()
+    x = torch.rand(1, 1, 16, 16)
+    tok = model.patch_embed(x)  # (1, 4, 4, D) with dynamic size
+    tok = tok.reshape(1, -1, tok.shape[-1])
+    expected = resample_pos_embed(model.pos_embed, (4, 4), (7, 7))
+    manual = torch.cat([model.cls_token, tok], 1) + expected
+    got = model._pos_embed(model.patch_embed(x))
+    torch.testing.assert_close(got, manual)
+
+
+def test_resolution_not_multiple_of_patch(tiny_adapter):
+    with pytest.raises(ConfigError, match="multiple of the patch size"):
+        tiny_adapter.prepare_input(torch.rand(1, 1, 28, 28), 18)
+
+
+def test_unknown_model_name():
+    with pytest.raises(ConfigError, match="unknown"):
+        create_adapter("resnet_magic", img_size=28, in_chans=1, num_classes=10)
+    with pytest.raises(ConfigError, match="unknown timm model"):
+        create_adapter("vit_does_not_exist", img_size=28, in_chans=1, num_classes=10)
+
+
+def test_flops_counted_and_cached(tiny_adapter):
+    table = FlopTable(tiny_adapter.create_model, in_chans=1)
+    small, full = table(SubnetConfig(16, 3)), table(SubnetConfig(28, 6))
+    assert 0 < small < full
+    assert table(SubnetConfig(16, 3)) == small and len(table.as_dict()) == 2
+    # per-sample counts scale with the batch (the cache counts one sample)
+    model = tiny_adapter.create_model(3)
+    assert count_train_flops(model, torch.zeros(4, 1, 16, 16)) == 4 * small
+    # depth is (roughly) linear: twice the blocks, a bit under twice the FLOPs (stem and head are shared)
+    d6_16 = table(SubnetConfig(16, 6))
+    assert 1.7 * small < d6_16 < 2.0 * small
