@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from autoprog.errors import ConfigError
-from autoprog.growth import GrowthSchedule, GrowthSpace, SubnetConfig, prog_schedule, progstack_schedule, stage_boundaries
+from autoprog.growth import (
+    GrowthSchedule,
+    GrowthSpace,
+    SubnetConfig,
+    prog_schedule,
+    progstack_schedule,
+    stage_boundaries,
+)
 
 
 def test_paper_growth_space_deit():

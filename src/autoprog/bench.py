@@ -93,7 +93,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     head = "| method | seeds | top-1 (%) | Δ top-1 vs full | wall-clock (s) | time ÷ full | FLOPs ÷ full | realised ÷ theoretical speed-up |"
     lines = [head, "|" + "---|" * 8]
     for r in rows:
-        def f(key: str, fmt: str) -> str:
+        def f(key: str, fmt: str, r: dict[str, Any] = r) -> str:
             return format(r[key], fmt) if key in r else "–"
 
         top1 = f"{r['top1_mean']:.2f}" + (f" ± {r['top1_std']:.2f}" if len(r["seeds"]) > 1 else "")

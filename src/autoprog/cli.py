@@ -31,7 +31,12 @@ def _add_train_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -> N
         p.add_argument("--method", default=d.method, choices=PRETRAIN_METHODS)
         p.add_argument("--out", required=True, help="run directory (summary.json, log.jsonl, checkpoints)")
     p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--train-subset", type=int, default=None, help="class-balanced subset of the training split")
+    p.add_argument(
+        "--train-subset",
+        type=int,
+        default=5000 if for_bench else None,
+        help="class-balanced subset of the training split" + (" (default: %(default)s)" if for_bench else ""),
+    )
     p.add_argument("--val-size", type=int, default=d.val_size, help="validation images carved from unused training data")
     p.add_argument("--test-subset", type=int, default=None, help="evaluate on a class-balanced part of the test split")
     p.add_argument("--seed", type=int, default=d.seed)
