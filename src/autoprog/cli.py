@@ -16,8 +16,8 @@ from autoprog.train.config import PRETRAIN_METHODS, PretrainConfig
 
 _PRETRAIN_FIELDS = {
     "model", "data", "data_dir", "test_subset", "method", "epochs", "out", "train_subset", "val_size", "seed", "ratio",
-    "stages", "operator", "patch_size", "depth", "img_size", "batch_size", "lr", "min_lr", "weight_decay",
-    "warmup_epochs", "label_smoothing", "drop_path", "ema_decay", "mixup", "cutmix", "randaug", "amp",
+    "stages", "operator", "optimizer_state", "search_epochs", "search_samples", "search_snapshots", "recycle", "patch_size", "depth", "img_size", "batch_size", "lr", "min_lr", "weight_decay",
+    "warmup_epochs", "label_smoothing", "drop_path", "ema_decay", "mixup", "cutmix", "randaug", "reprob", "adaptive_reg", "amp",
     "device", "threads", "eval_ema",
 }  # fmt: skip
 
@@ -43,6 +43,16 @@ def _add_train_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -> N
     p.add_argument("--ratio", type=float, default=d.ratio, help="initial scaling ratio r0 of the growth space")
     p.add_argument("--stages", type=int, default=d.stages, help="number of stages")
     p.add_argument("--operator", default=d.operator, choices=sorted(OPERATORS), help="growth operator")
+    p.add_argument(
+        "--optimizer-state",
+        choices=("carry", "reset"),
+        default=d.optimizer_state,
+        help="at growth, grow AdamW's moments with the weights (carry) or start them afresh (reset)",
+    )
+    p.add_argument("--search-epochs", type=int, default=d.search_epochs, help="supernet epochs per searched stage")
+    p.add_argument("--search-samples", type=int, default=d.search_samples, help="fixed training images scored per candidate")
+    p.add_argument("--search-snapshots", type=int, default=d.search_snapshots, help="loss snapshots in the last supernet epoch")
+    p.add_argument("--no-recycle", dest="recycle", action="store_false", help="ablation: supernet epochs are extra, weights not inherited")
     p.add_argument("--patch-size", type=int, default=d.patch_size)
     p.add_argument("--depth", type=int, default=d.depth, help="depth of the full model")
     p.add_argument("--img-size", type=int, default=None, help="full input resolution (default: the data's)")
@@ -57,10 +67,13 @@ def _add_train_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -> N
     p.add_argument("--mixup", type=float, default=d.mixup, help="mixup alpha (0 = off)")
     p.add_argument("--cutmix", type=float, default=d.cutmix, help="cutmix alpha (0 = off)")
     p.add_argument("--randaug", default=None, help="timm RandAugment string, e.g. rand-m9-mstd0.5-inc1")
+    p.add_argument("--reprob", type=float, default=d.reprob, help="random-erasing probability (0 = off)")
+    p.add_argument("--adaptive-reg", action="store_true", help="RandAugment/drop-path/random-erasing rise with the stage")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
     p.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--eval-ema", action="store_true", help="also report top-1 of the EMA model")
+    p.add_argument("--progress", choices=("auto", "on", "off"), default="auto", help="progress bars (auto: on a terminal)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -87,8 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _pretrain_config(args: argparse.Namespace, **override) -> PretrainConfig:
     values = {k: v for k, v in vars(args).items() if k in _PRETRAIN_FIELDS or k == "schedule_file"}
+    values["progress"] = {"on": True, "off": False}.get(getattr(args, "progress", "auto"))
     values.update(override)
-    return PretrainConfig(**{k: v for k, v in values.items() if v is not None or k in ("train_subset", "test_subset")})
+    return PretrainConfig(**{k: v for k, v in values.items() if v is not None or k in ("train_subset", "test_subset", "progress")})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

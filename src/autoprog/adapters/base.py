@@ -37,8 +37,12 @@ class ModelAdapter(Protocol):
         """The model's growable blocks, input side first."""
         ...
 
-    def set_blocks(self, model: nn.Module, blocks: list[nn.Module]) -> None:
-        """Replace the model's blocks (after growth, or to run a sub-network)."""
+    def set_blocks(self, model: nn.Module, blocks: list[nn.Module] | nn.Sequential) -> None:
+        """Replace the model's blocks (a list, or a ready container such as ``ElasticBlocks``)."""
+        ...
+
+    def get_block_container(self, model: nn.Module) -> nn.Sequential:
+        """The module that holds the blocks (``model.blocks`` for a ViT)."""
         ...
 
     def new_block(self, model: nn.Module) -> nn.Module:

@@ -111,8 +111,11 @@ class TimmViTAdapter:
     def get_blocks(self, model: nn.Module) -> list[nn.Module]:
         return list(model.blocks)  # type: ignore[arg-type]
 
-    def set_blocks(self, model: nn.Module, blocks: list[nn.Module]) -> None:
-        model.blocks = nn.Sequential(*blocks)
+    def set_blocks(self, model: nn.Module, blocks: list[nn.Module] | nn.Sequential) -> None:
+        model.blocks = blocks if isinstance(blocks, nn.Sequential) else nn.Sequential(*blocks)
+
+    def get_block_container(self, model: nn.Module) -> nn.Sequential:
+        return model.blocks  # type: ignore[return-value]
 
     def new_block(self, model: nn.Module) -> nn.Module:
         block = copy.deepcopy(self.get_blocks(model)[0])

@@ -12,6 +12,7 @@ from autoprog.data.datasets import (
     class_balanced_subset,
     load_dataset,
     load_image,
+    resize_uint8,
     split_train_val,
 )
 from autoprog.data.idx import read_idx, write_idx
@@ -27,6 +28,7 @@ __all__ = [
     "load_dataset",
     "load_image",
     "read_idx",
+    "resize_uint8",
     "split_train_val",
     "write_idx",
 ]

@@ -640,7 +640,7 @@ def _adapt(dataset: TensorImageDataset, image_size: int | None, in_chans: int | 
     images = dataset.images
     if chans < info.in_chans:  # shrink the data before resizing it
         images = _to_channels(images, chans)
-    images = _resize_uint8(images, size)
+    images = resize_uint8(images, size)
     if chans > images.shape[1]:
         images = _to_channels(images, chans)
     mean, std = _convert_stats((info.mean, info.std), info.in_chans, chans)
@@ -662,7 +662,7 @@ def _to_channels(images: torch.Tensor, chans: int, chunk: int = 4096) -> torch.T
     return out
 
 
-def _resize_uint8(images: torch.Tensor, size: int, chunk: int = 1024) -> torch.Tensor:
+def resize_uint8(images: torch.Tensor, size: int, chunk: int = 1024) -> torch.Tensor:
     """uint8 (N, C, H, W) -> (N, C, size, size): bilinear, antialiased, rounded back to uint8."""
     if images.shape[-2:] == (size, size):
         return images

@@ -177,15 +177,21 @@ class GrowthOperator:
         adapter: GrowableAdapter,
         new_depth: int,
         momentum: nn.Module | None = None,
-    ) -> None:
+    ) -> dict[str, str | None]:
         """Grow ``model`` to ``new_depth`` blocks; grow ``momentum`` (an EMA copy) the same way.
 
         New random blocks (RandInit) are created once for the model and copied into the momentum
         network, so both stay parameter-for-parameter aligned by name.
+
+        Returns:
+            For every parameter of the grown model, the name it had before growth (a copy maps to
+            its source's name), or ``None`` for a freshly initialised one. Optimizer state can be
+            carried across growth by name with it (:func:`autoprog.train.optim.carry_state`).
         """
         blocks = adapter.get_blocks(model)
+        old_names = {id(p): n for n, p in model.named_parameters()}
         if new_depth == len(blocks):
-            return
+            return {n: n for n in old_names.values()}
         sources = self.sources(len(blocks), new_depth)
         fresh: dict[int, nn.Module] = {}
 
@@ -194,7 +200,9 @@ class GrowthOperator:
             fresh[len(fresh)] = b
             return b
 
-        adapter.set_blocks(model, apply_sources(blocks, sources, make_new, self._wrap()))
+        new_blocks = apply_sources(blocks, sources, make_new, self._wrap())
+        adapter.set_blocks(model, new_blocks)
+        name_map = _name_map(model, old_names, new_blocks, blocks, sources)
         if momentum is not None:
             counter = iter(range(len(fresh)))
             m_blocks = apply_sources(
@@ -204,6 +212,29 @@ class GrowthOperator:
                 self._wrap(),
             )
             adapter.set_blocks(momentum, m_blocks)
+        return name_map
+
+
+def _name_map(
+    model: nn.Module,
+    old_names: dict[int, str],
+    new_blocks: list[nn.Module],
+    old_blocks: list[nn.Module],
+    sources: Sources,
+) -> dict[str, str | None]:
+    """New parameter name -> old parameter name (by identity for kept tensors, by source for copies)."""
+    copy_of: dict[int, str | None] = {}
+    for block, s in zip(new_blocks, sources, strict=True):
+        src = old_blocks[s] if s is not None else None
+        inner = block.block if isinstance(block, ReZeroBlock) and src is not None and block is not src else block
+        for local, p in inner.named_parameters():
+            if id(p) in old_names:
+                continue
+            copy_of[id(p)] = old_names[id(src.get_parameter(local))] if src is not None else None
+    out: dict[str, str | None] = {}
+    for name, p in model.named_parameters():
+        out[name] = old_names.get(id(p), copy_of.get(id(p)))
+    return out
 
 
 class RandInit(GrowthOperator):
@@ -257,9 +288,10 @@ class MoGrow(GrowthOperator):
     ) -> None:
         if momentum is None:
             raise ConfigError("MoGrow needs the momentum (EMA) copy of the network")
-        super().grow(model, adapter, new_depth, momentum)
+        name_map = super().grow(model, adapter, new_depth, momentum)
         # Eq. 4: the online network is loaded from the (grown) momentum network.
         model.load_state_dict(momentum.state_dict())
+        return name_map
 
 
 OPERATORS: dict[str, type[GrowthOperator]] = {

@@ -203,15 +203,16 @@ def prog_schedule(space: GrowthSpace, epochs: int) -> GrowthSchedule:
 def progstack_schedule(full_resolution: int, full_depth: int, epochs: int) -> GrowthSchedule:
     """Progressive stacking baseline (Appendix C, Tab. XVI): depth L/4 -> L/2 -> L, steps 1:2:5.
 
-    Resolution stays at full size; depth doubles at each growth (grown by Stacking).
+    Resolution stays at full size; depth grows by Stacking (rounded when L is not divisible by 4).
     """
-    if full_depth < 4 or full_depth % 4:
-        raise ConfigError(f"progressive stacking needs a depth divisible by 4, got {full_depth}")
+    if full_depth < 3:
+        raise ConfigError(f"progressive stacking needs a depth of at least 3, got {full_depth}")
     if epochs < 8:
         raise ConfigError(f"progressive stacking's 1:2:5 split needs at least 8 epochs, got {epochs}")
     e1 = max(1, round(epochs * 1 / 8))
     e2 = max(e1 + 1, round(epochs * 3 / 8))
-    depths = [full_depth // 4, full_depth // 2, full_depth]
+    d2 = max(2, round(full_depth / 2))
+    depths = [max(1, round(full_depth / 4)), d2, full_depth]
     return GrowthSchedule.from_configs(
         [SubnetConfig(full_resolution, d) for d in depths], [0, e1, e2, epochs]
     )

@@ -7,8 +7,8 @@ from typing import Literal
 
 from autoprog.errors import ConfigError
 
-PRETRAIN_METHODS: tuple[str, ...] = ("full", "prog")
-Method = Literal["full", "prog"]
+PRETRAIN_METHODS: tuple[str, ...] = ("full", "prog", "autoprog-one", "progstack")
+Method = Literal["full", "prog", "autoprog-one", "progstack"]
 
 
 @dataclass
@@ -32,8 +32,13 @@ class PretrainConfig:
     seed: int = 0
     ratio: float = 0.5
     stages: int = 4
-    operator: str = "mogrow"
+    operator: str = "interpolation"
+    optimizer_state: str = "carry"
     schedule_file: str | None = None
+    search_epochs: int = 2
+    search_samples: int = 512
+    search_snapshots: int = 2
+    recycle: bool = True
     patch_size: int | None = 4
     depth: int | None = 6
     img_size: int | None = None
@@ -49,6 +54,8 @@ class PretrainConfig:
     mixup: float = 0.0
     cutmix: float = 0.0
     randaug: str | None = None
+    reprob: float = 0.0
+    adaptive_reg: bool = False
     amp: bool = False
     device: str | None = None
     threads: int | None = None
@@ -59,6 +66,8 @@ class PretrainConfig:
     def validate(self) -> None:
         if self.method not in PRETRAIN_METHODS:
             raise ConfigError(f"unknown method {self.method!r}; choose from {', '.join(PRETRAIN_METHODS)}")
+        if self.optimizer_state not in ("carry", "reset"):
+            raise ConfigError(f"--optimizer-state must be carry or reset, got {self.optimizer_state!r}")
         if self.epochs < 1:
             raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
         if not 0.0 < self.ratio <= 1.0:
@@ -67,6 +76,10 @@ class PretrainConfig:
             raise ConfigError(f"--stages must be >= 1, got {self.stages}")
         if self.method != "full" and self.stages > self.epochs:
             raise ConfigError(f"{self.stages} stages need at least {self.stages} epochs, got {self.epochs}")
+        if self.search_epochs < 1 or self.search_samples < 1 or self.search_snapshots < 1:
+            raise ConfigError("--search-epochs, --search-samples and --search-snapshots must be >= 1")
+        if self.method == "autoprog-one" and self.stages < 2:
+            raise ConfigError("autoprog-one needs at least 2 stages (the last one trains the full model)")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.test_subset is not None and self.test_subset < 1:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from autoprog.adapters.base import resize_input
+from autoprog.data import resize_uint8
 
 
 def materialise(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -28,17 +28,6 @@ def materialise(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor] | None:
             idx = torch.as_tensor(list(indices), dtype=torch.long)
             return base[0][idx], base[1][idx]
     return None
-
-
-def resize_uint8(images: torch.Tensor, resolution: int, chunk: int = 4096) -> torch.Tensor:
-    """Resize a uint8 image tensor (bilinear, antialiased), keeping uint8 (for caching a stage's data)."""
-    if images.shape[-1] == resolution and images.shape[-2] == resolution:
-        return images
-    out = []
-    for i in range(0, len(images), chunk):
-        x = resize_input(images[i : i + chunk].float(), resolution)
-        out.append(x.round_().clamp_(0, 255).to(torch.uint8))
-    return torch.cat(out)
 
 
 class BatchSource:

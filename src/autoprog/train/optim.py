@@ -52,3 +52,35 @@ def cosine_lr(step: int, total_steps: int, base_lr: float, warmup_steps: int = 0
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for g in optimizer.param_groups:
         g["lr"] = lr
+
+
+def state_by_name(optimizer: torch.optim.Optimizer) -> dict[str, dict[str, torch.Tensor]]:
+    """The optimizer's per-parameter state keyed by parameter name (groups must carry ``"names"``)."""
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for group in optimizer.param_groups:
+        for name, p in zip(group["names"], group["params"], strict=True):
+            if p in optimizer.state:
+                out[name] = optimizer.state[p]
+    return out
+
+
+def carry_state(
+    old: dict[str, dict[str, torch.Tensor]], new_optimizer: torch.optim.Optimizer, name_map: dict[str, str | None]
+) -> int:
+    """Give each parameter of ``new_optimizer`` the state its source had (``name_map``: new -> old name).
+
+    A copied block's moments are copies of its source's (the optimizer state grows with the same
+    operator as the weights); new parameters start from zero state. Returns how many got state.
+    """
+    carried = 0
+    for group in new_optimizer.param_groups:
+        for name, p in zip(group["names"], group["params"], strict=True):
+            src = name_map.get(name)
+            if src is None or src not in old:
+                continue
+            state = old[src]
+            if any(isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape != p.shape for v in state.values()):
+                continue
+            new_optimizer.state[p] = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+            carried += 1
+    return carried

@@ -1,0 +1,67 @@
+"""Adaptive regularisation (paper Appendix B-C, Tab. XIV): regularisation that rises with the stage.
+
+Smaller sub-networks in early stages need less regularisation. The RandAugment magnitude,
+stochastic-depth rate and random-erasing probability rise linearly with the stage index, from a
+fraction of their full value to the full value (the authors' VOLO setting: RandAugment 4.5 -> 9,
+drop-path 0 -> 0.1, random-erasing 0 -> 0.25).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+from torch import nn
+
+
+@dataclass(frozen=True)
+class StageRegularization:
+    """Regularisation strengths of one stage."""
+
+    randaug: str | None
+    drop_path: float
+    reprob: float
+
+
+def adaptive_regularization(
+    stage: int,
+    num_stages: int,
+    randaug: str | None,
+    drop_path: float,
+    reprob: float,
+    min_fraction: tuple[float, float, float] = (0.5, 0.0, 0.0),
+) -> StageRegularization:
+    """The regularisation of ``stage``: ``linspace(min_fraction, 1, num_stages)[stage] * full``.
+
+    Args:
+        stage: stage index.
+        num_stages: number of stages.
+        randaug: the full timm RandAugment string (its ``m`` is scaled), or ``None``.
+        drop_path: full stochastic-depth rate.
+        reprob: full random-erasing probability.
+        min_fraction: first-stage fraction of (RandAugment magnitude, drop-path, random-erasing).
+    """
+
+    def scale(i: int) -> float:
+        return float(np.linspace(min_fraction[i], 1.0, num_stages)[stage]) if num_stages > 1 else 1.0
+
+    ra = None
+    if randaug:
+        match = re.search(r"-m(\d+(?:\.\d+)?)", randaug)
+        if match:
+            m = round(float(match.group(1)) * scale(0))
+            ra = re.sub(r"-m\d+(?:\.\d+)?", f"-m{m}", randaug, count=1) if m > 0 else None
+        else:
+            ra = randaug
+    return StageRegularization(ra, drop_path * scale(1), reprob * scale(2))
+
+
+def set_drop_path(blocks: list[nn.Module], rate: float) -> None:
+    """Set stochastic depth on timm-style blocks, rising linearly with depth up to ``rate`` (DeiT's rule)."""
+    n = len(blocks)
+    for i, block in enumerate(blocks):
+        r = rate * i / max(1, n - 1)
+        for m in block.modules():
+            if hasattr(m, "drop_prob") and m.__class__.__name__ == "DropPath":
+                m.drop_prob = r

@@ -1,0 +1,220 @@
+"""End-to-end runs of the ``autoprog`` command on a tiny Fashion-MNIST-format dataset (seconds)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from autoprog.cli import main
+from autoprog.data import write_idx
+
+TINY = ["--depth", "4", "--epochs", "4", "--batch-size", "32", "--train-subset", "128", "--val-size", "32",
+        "--test-subset", "100", "--progress", "off"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def fmnist_dir(tmp_path_factory) -> Path:
+    """A learnable 10-class dataset in Fashion-MNIST's idx layout: the class is where a bright 7x7 cell is."""
+    root = tmp_path_factory.mktemp("fmnist")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 400), ("t10k", 200)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
+        for i, c in enumerate(labels):
+            r, q = divmod(int(c), 4)
+            images[i, 7 * r : 7 * r + 7, 7 * q : 7 * q + 7] = 250
+        write_idx(root / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels.astype(np.uint8))
+    return root
+
+
+def run_cli(*args: str) -> int:
+    return main([str(a) for a in args])
+
+
+def test_prog_run_grows_and_saves_flops(fmnist_dir, tmp_path):
+    out = tmp_path / "prog"
+    assert run_cli("pretrain", "--method", "prog", "--data-dir", fmnist_dir, "--out", out, *TINY) == 0
+    s = json.loads((out / "summary.json").read_text())
+    for key in ("method", "model", "data", "epochs", "top1", "wall_clock_s", "train_flops", "full_flops", "schedule"):
+        assert key in s
+    assert s["method"] == "prog" and s["epochs"] == 4
+    sched = s["schedule"]
+    assert [st["stage"] for st in sched] == [0, 1, 2, 3]
+    assert [st["start_epoch"] for st in sched] == [0, 1, 2, 3] and sched[-1]["end_epoch"] == 4
+    res, depth = [st["resolution"] for st in sched], [st["depth"] for st in sched]
+    assert res == sorted(res) and res[0] < res[-1] == 28 and all(r % 4 == 0 for r in res)
+    assert depth == [2, 3, 3, 4]
+    assert s["train_flops"] / s["full_flops"] < 0.7
+    assert 0.0 <= s["top1"] <= 100.0
+    # log.jsonl: one record per step, per epoch and per stage
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert sum(r["event"] == "step" for r in records) == s["steps"] == 4 * (128 // 32)
+    assert sum(r["event"] == "stage" for r in records) == 4
+    # stage-boundary checkpoints load without unpickling, and hold the grown model
+    ckpt = torch.load(out / "checkpoints" / "stage3.pt", weights_only=True)
+    assert ckpt["stage"] == 3 and ckpt["epoch"] == 4
+    assert sum(k.endswith("attn.qkv.weight") for k in ckpt["model"]) == 4
+    assert len(list((out / "checkpoints").glob("stage*.pt"))) == 4
+
+
+def test_full_run_learns_and_counts_full_flops(fmnist_dir, tmp_path):
+    out = tmp_path / "full"
+    args = ["pretrain", "--method", "full", "--data-dir", fmnist_dir, "--out", out, *TINY]
+    args[args.index("--epochs") + 1] = "6"
+    args[args.index("--train-subset") + 1] = "256"
+    assert run_cli(*args) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["train_flops"] == s["full_flops"]
+    assert s["schedule"] == [{"stage": 0, "start_epoch": 0, "end_epoch": 6, "resolution": 28, "depth": 4}]
+    assert s["top1"] > 40.0  # the cell task is easy: well above chance (10 %) after 48 tiny steps
+
+
+def test_schedule_replay(fmnist_dir, tmp_path):
+    first = tmp_path / "a"
+    assert run_cli("pretrain", "--method", "prog", "--data-dir", fmnist_dir, "--out", first, *TINY) == 0
+    again = tmp_path / "b"
+    code = run_cli("pretrain", "--method", "full", "--schedule", first / "summary.json",
+                   "--data-dir", fmnist_dir, "--out", again, *TINY)  # fmt: skip
+    assert code == 0
+    a = json.loads((first / "summary.json").read_text())
+    b = json.loads((again / "summary.json").read_text())
+    assert a["schedule"] == b["schedule"] and a["train_flops"] == b["train_flops"]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--method", "magic"], "invalid choice"),
+        (["--operator", "magic"], "invalid choice"),
+    ],
+)
+def test_argparse_rejects_bad_choices(fmnist_dir, tmp_path, args, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        run_cli("pretrain", "--data-dir", fmnist_dir, "--out", tmp_path / "x", *args)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--ratio", "1.5"], "ratio must be in (0, 1]"),
+        (["--ratio", "0"], "ratio must be in (0, 1]"),
+        (["--method", "prog", "--stages", "5", "--epochs", "4"], "5 stages need at least 5 epochs"),
+        (["--model", "vit_nope"], "unknown timm model"),
+        (["--model", "resnet_x"], "unknown model"),
+        (["--data", "nope"], "unknown dataset"),
+        (["--patch-size", "5"], "multiple of the patch size"),
+        (["--epochs", "0"], "--epochs must be >= 1"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_2(fmnist_dir, tmp_path, args, message, capsys):
+    code = run_cli("pretrain", "--data-dir", fmnist_dir, "--out", tmp_path / "x", *TINY, *args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("autoprog: error:") and "\n" not in err
+    assert message.lower() in err.lower()
+
+
+def test_missing_dataset_names_the_install_command(tmp_path, capsys):
+    code = run_cli("pretrain", "--data-dir", tmp_path / "nope", "--out", tmp_path / "x", *TINY)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "apt-get install -y dataset-fashion-mnist" in err
+
+
+def test_schedule_file_that_does_not_fit(fmnist_dir, tmp_path, capsys):
+    bad = tmp_path / "sched.json"
+    bad.write_text(json.dumps({"schedule": [{"stage": 0, "start_epoch": 0, "end_epoch": 4, "resolution": 28, "depth": 9}]}))
+    code = run_cli("pretrain", "--schedule", bad, "--data-dir", fmnist_dir, "--out", tmp_path / "x", *TINY)
+    assert code == 2 and "does not fit the model" in capsys.readouterr().err
+
+
+def test_bench_quick_writes_results(fmnist_dir, tmp_path, capsys):
+    results = tmp_path / "results"
+    code = run_cli("bench", "pretrain", "--quick", "--methods", "full,prog", "--data-dir", fmnist_dir,
+                   "--depth", "2", "--results-dir", results, "--runs-dir", tmp_path / "runs", "--progress", "off")  # fmt: skip
+    assert code == 0
+    obj = json.loads((results / "pretrain-quick.json").read_text())
+    assert [r["method"] for r in obj["runs"]] == ["full", "prog"]
+    assert all("summary" not in r and "top1" in r for r in obj["runs"])
+    agg = {row["method"]: row for row in obj["aggregate"]}
+    prog, full = obj["runs"][1], obj["runs"][0]
+    assert agg["prog"]["flops_ratio"] == pytest.approx(prog["train_flops"] / prog["full_flops"])
+    assert agg["prog"]["wall_clock_ratio"] == pytest.approx(prog["wall_clock_s"] / full["wall_clock_s"])
+    assert (results / "pretrain-quick.md").read_text().count("| prog |") == 1
+    assert (results / "pretrain-quick.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| full |" in capsys.readouterr().out
+
+
+def test_console_script_help():
+    out = subprocess.run([sys.executable, "-m", "autoprog.cli", "pretrain", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--operator" in out.stdout and "mogrow" in out.stdout
+
+
+def test_autoprog_one_searches_each_stage_and_recycles(fmnist_dir, tmp_path):
+    out = tmp_path / "ap1"
+    args = ["pretrain", "--method", "autoprog-one", "--data-dir", fmnist_dir, "--out", out, *TINY, "--search-samples", "64"]
+    args[args.index("--epochs") + 1] = "8"
+    assert run_cli(*args) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert [x["stage"] for x in s["search"]] == [0, 1, 2]
+    for search in s["search"]:
+        cands = search["candidates"]
+        chosen = search["chosen"]
+        assert {"resolution": chosen["resolution"], "depth": chosen["depth"]} in [
+            {"resolution": c["resolution"], "depth": c["depth"]} for c in cands
+        ]
+        if len(cands) > 1:
+            assert all(c["loss"] > 0 and c["runtime_s"] > 0 and c["score"] > 0 for c in cands)
+            best = min(cands, key=lambda c: (c["score"], c["runtime_s"]))
+            assert (best["resolution"], best["depth"]) == (chosen["resolution"], chosen["depth"])
+            assert search["search_epochs"] == 1
+    # the searched schedule grows, ends with the full model, and matches the choices
+    sched = s["schedule"]
+    assert sched[-1]["resolution"] == 28 and sched[-1]["depth"] == 4
+    assert [(st["resolution"], st["depth"]) for st in sched[:3]] == [
+        (x["chosen"]["resolution"], x["chosen"]["depth"]) for x in s["search"]
+    ]
+    assert all(a["depth"] <= b["depth"] for a, b in zip(sched, sched[1:], strict=False))
+    # weight recycling: supernet epochs are training epochs, the budget is unchanged
+    assert s["steps"] == 8 * (128 // 32)
+    steps = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert sum(r["event"] == "step" for r in steps) == s["steps"]
+    assert 0 < s["train_flops"] < s["full_flops"]
+
+    # retrain from the searched schedule (Tab. XXII): the same stages, no search
+    again = tmp_path / "retrain"
+    args2 = ["pretrain", "--method", "prog", "--schedule", out / "summary.json", "--data-dir", fmnist_dir, "--out", again, *TINY]
+    args2[args2.index("--epochs") + 1] = "8"
+    assert run_cli(*args2) == 0
+    r = json.loads((again / "summary.json").read_text())
+    assert r["schedule"] == s["schedule"] and r["search"] == []
+
+
+def test_autoprog_one_without_recycling_adds_supernet_epochs(fmnist_dir, tmp_path):
+    out = tmp_path / "norecycle"
+    args = ["pretrain", "--method", "autoprog-one", "--no-recycle", "--data-dir", fmnist_dir, "--out", out, *TINY,
+            "--search-samples", "64"]  # fmt: skip
+    assert run_cli(*args) == 0
+    s = json.loads((out / "summary.json").read_text())
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    n_step_records = sum(r["event"] == "step" for r in records)
+    searched = sum(x["search_epochs"] for x in s["search"])
+    assert s["steps"] == 4 * 4  # the budget's own steps
+    assert n_step_records == s["steps"] + searched * 4  # plus the extra supernet steps
+
+
+def test_progstack_uses_stacking_1_2_5(fmnist_dir, tmp_path):
+    out = tmp_path / "ps"
+    args = ["pretrain", "--method", "progstack", "--data-dir", fmnist_dir, "--out", out, *TINY]
+    args[args.index("--epochs") + 1] = "8"
+    assert run_cli(*args) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["operator"] == "stacking"
+    assert [(st["start_epoch"], st["end_epoch"], st["depth"]) for st in s["schedule"]] == [(0, 1, 1), (1, 3, 2), (3, 8, 4)]
