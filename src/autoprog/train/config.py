@@ -36,7 +36,7 @@ class PretrainConfig:
     optimizer_state: str = "carry"
     schedule_file: str | None = None
     search_epochs: int = 2
-    search_samples: int = 512
+    search_samples: int = 256
     search_snapshots: int = 2
     recycle: bool = True
     patch_size: int | None = 4
