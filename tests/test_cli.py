@@ -108,7 +108,8 @@ def test_argparse_rejects_bad_choices(fmnist_dir, tmp_path, args, message, capsy
         (["--ratio", "0"], "ratio must be in (0, 1]"),
         (["--method", "prog", "--stages", "5", "--epochs", "4"], "5 stages need at least 5 epochs"),
         (["--model", "vit_nope"], "unknown timm model"),
-        (["--model", "resnet_x"], "unknown model"),
+        (["--model", "resnet_x"], "unknown ResNet"),
+        (["--model", "convnext_x"], "unknown model"),
         (["--data", "nope"], "unknown dataset"),
         (["--patch-size", "5"], "multiple of the patch size"),
         (["--epochs", "0"], "--epochs must be >= 1"),
@@ -218,3 +219,25 @@ def test_progstack_uses_stacking_1_2_5(fmnist_dir, tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert s["operator"] == "stacking"
     assert [(st["start_epoch"], st["end_epoch"], st["depth"]) for st in s["schedule"]] == [(0, 1, 1), (1, 3, 2), (3, 8, 4)]
+
+
+def test_prog_on_a_resnet(fmnist_dir, tmp_path):
+    out = tmp_path / "resnet"
+    args = ["pretrain", "--model", "resnet18", "--method", "prog", "--data-dir", fmnist_dir, "--out", out, *TINY]
+    args[args.index("--depth") + 1] = "4"
+    assert run_cli(*args) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert [st["depth"] for st in s["schedule"]] == [2, 3, 3, 4]
+    assert s["train_flops"] < s["full_flops"]
+
+
+def test_adaptive_regularisation_is_applied_per_stage(fmnist_dir, tmp_path):
+    out = tmp_path / "areg"
+    args = ["pretrain", "--method", "prog", "--adaptive-reg", "--drop-path", "0.3", "--reprob", "0.25",
+            "--randaug", "rand-m9-mstd0.5-inc1", "--data-dir", fmnist_dir, "--out", out, *TINY]  # fmt: skip
+    assert run_cli(*args) == 0
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    regs = [r for r in records if r["event"] == "regularization"]
+    assert [r["stage"] for r in regs] == [0, 1, 2, 3]
+    assert [r["drop_path"] for r in regs] == pytest.approx([0.0, 0.1, 0.2, 0.3])
+    assert regs[0]["randaug"] == "rand-m5-mstd0.5-inc1" and regs[-1]["randaug"] == "rand-m9-mstd0.5-inc1"

@@ -455,3 +455,19 @@ def test_split_train_val_is_stratified_and_deterministic() -> None:
     for bad in (0.0, 1.0, -0.1):
         with pytest.raises(ConfigError):
             split_train_val(ds, bad, seed=0)
+
+
+def test_randaugment_survives_magnitude_at_the_top():
+    """timm's PosterizeIncreasing at magnitude 10 asks Pillow for 0 bits; our wrapper caps it below."""
+    import random
+
+    from autoprog.data import TensorImageDataset
+    from autoprog.data.augment import RandAugmentDataset
+
+    info = DatasetInfo("x", 2, 1, 8, ["a", "b"], (0.5,), (0.25,))
+    ds = TensorImageDataset(torch.randint(0, 255, (4, 1, 8, 8), dtype=torch.uint8), torch.tensor([0, 1, 0, 1]), info)
+    aug = RandAugmentDataset(ds, "rand-n3-m10-mstd2-inc1")
+    random.seed(0)
+    for i in range(400):
+        x, y = aug[i % 4]
+        assert x.shape == (1, 8, 8) and x.dtype == torch.uint8 and y == i % 2

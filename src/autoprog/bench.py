@@ -27,20 +27,19 @@ QUICK = {"train_subset": 512, "val_size": 128, "test_subset": 500, "epochs": 4, 
 def bench_pretrain(args: argparse.Namespace, make_config: Callable[..., PretrainConfig]) -> dict[str, Any]:
     from autoprog.train.pretrain import environment, pretrain
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    for m in methods:
-        if m not in PRETRAIN_METHODS:
-            raise ConfigError(f"unknown method {m!r}; choose from {', '.join(PRETRAIN_METHODS)}")
+    variants = [parse_variant(v) for v in args.methods.split(",") if v.strip()]
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
     name = args.name or ("pretrain-quick" if args.quick else "pretrain")
     overrides: dict[str, Any] = dict(QUICK) if args.quick else {}
     runs: list[dict[str, Any]] = []
-    for seed in seeds:
-        for method in methods:
-            out = Path(args.runs_dir) / name / f"{method}-seed{seed}"
-            cfg = make_config(args, method=method, seed=seed, out=str(out), **overrides)
-            print(f"== {name}: {method}, seed {seed}", flush=True)
-            runs.append(pretrain(cfg))
+    for seed in seeds:  # seeds outside, methods inside: every seed's runs sit side by side in time
+        for label, method, options in variants:
+            out = Path(args.runs_dir) / name / f"{label.replace(':', '-').replace('=', '')}-seed{seed}"
+            cfg = make_config(args, method=method, seed=seed, out=str(out), **{**overrides, **options})
+            print(f"== {name}: {label}, seed {seed}", flush=True)
+            summary = pretrain(cfg)
+            summary["label"] = label
+            runs.append(summary)
     import torch
 
     result = {
@@ -63,19 +62,52 @@ def bench_pretrain(args: argparse.Namespace, make_config: Callable[..., Pretrain
     return result
 
 
+def parse_variant(spec: str) -> tuple[str, str, dict[str, Any]]:
+    """``"prog:operator=mogrow:ratio=0.4"`` -> ``("prog:operator=mogrow:ratio=0.4", "prog", {...})``.
+
+    Values are parsed as the :class:`PretrainConfig` field's type (bool accepts true/false).
+    """
+    parts = [p.strip() for p in spec.strip().split(":")]
+    method, options = parts[0], {}
+    if method not in PRETRAIN_METHODS:
+        raise ConfigError(f"unknown method {method!r}; choose from {', '.join(PRETRAIN_METHODS)}")
+    defaults = PretrainConfig()
+    for part in parts[1:]:
+        key, _, value = part.partition("=")
+        key = key.replace("-", "_")
+        if not hasattr(defaults, key) or key in ("method", "seed", "out"):
+            raise ConfigError(f"variant {spec!r}: {key!r} is not a pretrain option")
+        default = getattr(defaults, key)
+        try:
+            if isinstance(default, bool):
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                options[key] = value.lower() in ("true", "1")
+            elif isinstance(default, int):
+                options[key] = int(value)
+            elif isinstance(default, float):
+                options[key] = float(value)
+            else:
+                options[key] = value
+        except ValueError:
+            raise ConfigError(f"variant {spec!r}: bad value {value!r} for {key}") from None
+    return spec.strip(), method, options
+
+
 def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per method: mean top-1 over seeds, and time/FLOPs ratios against ``full`` of the same seed."""
-    by_seed_full = {r["seed"]: r for r in runs if r["method"] == "full"}
+    by_seed_full = {r["seed"]: r for r in runs if r.get("label", r["method"]) == "full"}
     rows = []
-    for method in dict.fromkeys(r["method"] for r in runs):
-        rs = [r for r in runs if r["method"] == method]
+    for label in dict.fromkeys(r.get("label", r["method"]) for r in runs):
+        rs = [r for r in runs if r.get("label", r["method"]) == label]
         row: dict[str, Any] = {
-            "method": method,
+            "method": label,
             "seeds": [r["seed"] for r in rs],
             "top1_mean": statistics.fmean(r["top1"] for r in rs),
             "top1_std": statistics.pstdev(r["top1"] for r in rs) if len(rs) > 1 else 0.0,
             "wall_clock_s_mean": statistics.fmean(r["wall_clock_s"] for r in rs),
             "flops_ratio": statistics.fmean(r["train_flops"] / r["full_flops"] for r in rs),
+            "search_time_s_mean": statistics.fmean(r.get("search_time_s", 0.0) for r in rs),
         }
         paired = [(r, by_seed_full[r["seed"]]) for r in rs if r["seed"] in by_seed_full]
         if paired:
@@ -90,8 +122,11 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    head = "| method | seeds | top-1 (%) | Δ top-1 vs full | wall-clock (s) | time ÷ full | FLOPs ÷ full | realised ÷ theoretical speed-up |"
-    lines = [head, "|" + "---|" * 8]
+    head = (
+        "| method | seeds | top-1 (%) | Δ top-1 vs full | wall-clock (s) | of which search (s) | time ÷ full "
+        "| FLOPs ÷ full | realised ÷ theoretical speed-up |"
+    )
+    lines = [head, "|" + "---|" * 9]
     for r in rows:
         def f(key: str, fmt: str, r: dict[str, Any] = r) -> str:
             return format(r[key], fmt) if key in r else "–"
@@ -99,7 +134,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         top1 = f"{r['top1_mean']:.2f}" + (f" ± {r['top1_std']:.2f}" if len(r["seeds"]) > 1 else "")
         lines.append(
             f"| {r['method']} | {len(r['seeds'])} | {top1} | {f('top1_delta_vs_full', '+.2f')} | "
-            f"{r['wall_clock_s_mean']:.1f} | {f('wall_clock_ratio', '.3f')} | {r['flops_ratio']:.3f} | "
+            f"{r['wall_clock_s_mean']:.1f} | {r.get('search_time_s_mean', 0.0):.1f} | {f('wall_clock_ratio', '.3f')} | {r['flops_ratio']:.3f} | "
             f"{f('realised_over_theoretical', '.3f')} |"
         )
     return "\n".join(lines)
@@ -132,8 +167,8 @@ def plot_runs(runs: list[dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for i, method in enumerate(dict.fromkeys(r["method"] for r in runs)):
-        rs = [r for r in runs if r["method"] == method]
+    for i, method in enumerate(dict.fromkeys(r.get("label", r["method"]) for r in runs)):
+        rs = [r for r in runs if r.get("label", r["method"]) == method]
         ax.scatter([r["wall_clock_s"] for r in rs], [r["top1"] for r in rs], label=method, color=f"C{i}", s=40)
     ax.set_xlabel("training wall-clock (s)")
     ax.set_ylabel("top-1 (%)")

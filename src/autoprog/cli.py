@@ -53,8 +53,14 @@ def _add_train_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -> N
     p.add_argument("--search-samples", type=int, default=d.search_samples, help="fixed training images scored per candidate")
     p.add_argument("--search-snapshots", type=int, default=d.search_snapshots, help="loss snapshots in the last supernet epoch")
     p.add_argument("--no-recycle", dest="recycle", action="store_false", help="ablation: supernet epochs are extra, weights not inherited")
-    p.add_argument("--patch-size", type=int, default=d.patch_size)
-    p.add_argument("--depth", type=int, default=d.depth, help="depth of the full model")
+    p.add_argument("--patch-size", type=int, default=None, help=f"ViT patch size (default: {d.patch_size} for the default model, else the model's)")
+    p.add_argument(
+        "--depth",
+        type=int,
+        default=None,
+        help=f"blocks of the full model: transformer blocks, or a ResNet's growable residual blocks "
+        f"(default: {d.depth} for the default model, else the model's own)",
+    )
     p.add_argument("--img-size", type=int, default=None, help="full input resolution (default: the data's)")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
@@ -89,20 +95,36 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     b = bench_sub.add_parser("pretrain", help="pre-training methods side by side")
     _add_train_args(b, for_bench=True)
-    b.add_argument("--methods", default="full,prog", help="comma-separated methods (default: %(default)s)")
+    b.add_argument(
+        "--methods",
+        default="full,prog",
+        help="comma-separated methods, each optionally with options: prog:operator=mogrow (default: %(default)s)",
+    )
     b.add_argument("--seeds", default=None, help="comma-separated seeds (default: --seed)")
     b.add_argument("--name", default=None, help="result name under benchmarks/results (default: pretrain[-quick])")
     b.add_argument("--results-dir", default="benchmarks/results", help="where the JSON/markdown/PNG go")
     b.add_argument("--runs-dir", default="runs/bench", help="where each run's directory goes")
     b.add_argument("--quick", action="store_true", help="tiny settings for a smoke test (seconds)")
+
+    from autoprog.report import add_report_parser
+
+    add_report_parser(sub)
     return parser
 
 
 def _pretrain_config(args: argparse.Namespace, **override) -> PretrainConfig:
     values = {k: v for k, v in vars(args).items() if k in _PRETRAIN_FIELDS or k == "schedule_file"}
     values["progress"] = {"on": True, "off": False}.get(getattr(args, "progress", "auto"))
+    if values.get("model", PretrainConfig.model) != PretrainConfig.model:
+        # another model keeps its own depth and patch size unless asked otherwise
+        values["depth"] = values.get("depth")
+        values["patch_size"] = values.get("patch_size")
+        explicit_none = {"depth", "patch_size"}
+    else:
+        explicit_none = set()
     values.update(override)
-    return PretrainConfig(**{k: v for k, v in values.items() if v is not None or k in ("train_subset", "test_subset", "progress")})
+    keep_none = {"train_subset", "test_subset", "progress"} | explicit_none
+    return PretrainConfig(**{k: v for k, v in values.items() if v is not None or k in keep_none})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,6 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from autoprog.bench import bench_pretrain
 
             bench_pretrain(args, _pretrain_config)
+        elif args.command == "report":
+            from autoprog.report import run_report
+
+            run_report(args)
         return 0
     except AutoprogError as e:
         if args.debug:

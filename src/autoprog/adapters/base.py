@@ -75,10 +75,15 @@ def create_adapter(
     """Adapter factory for a model name.
 
     Any timm Vision Transformer name (``vit_*``, ``deit_*``) is accepted, with ``img_size``,
-    ``patch_size``, ``depth`` and ``in_chans`` overrides. ``None`` arguments keep the model's defaults.
+    ``patch_size``, ``depth`` and ``in_chans`` overrides, and torchvision ResNets (``resnet18``,
+    ``resnet34``, ``resnet50``, ``resnet101``; ``depth`` = growable residual blocks, ``patch_size``
+    ignored). ``None`` arguments keep the model's defaults.
     """
     from autoprog.adapters.timm_vit import TimmViTAdapter
+    from autoprog.adapters.torchvision_resnet import TorchvisionResNetAdapter
 
+    if model.startswith("resnet"):
+        return TorchvisionResNetAdapter(model, img_size=img_size, in_chans=in_chans, num_classes=num_classes, depth=depth)
     if model.startswith(("vit_", "deit_", "deit3_")):
         return TimmViTAdapter(
             model,
@@ -91,7 +96,7 @@ def create_adapter(
         )
     raise ConfigError(
         f"unknown model {model!r}: use a timm Vision Transformer name such as vit_tiny_patch16_224, "
-        "vit_small_patch16_224 or deit_tiny_patch16_224"
+        "vit_small_patch16_224 or deit_tiny_patch16_224, or a torchvision ResNet (resnet18, resnet50)"
     )
 
 

@@ -29,7 +29,10 @@ class RandAugmentDataset(Dataset):
         self.targets = dataset.targets  # type: ignore[attr-defined]
         fill = tuple(round(255 * m) for m in self.info.mean)
         try:
-            self.transform = rand_augment_transform(config_str, {"img_mean": fill if len(fill) > 1 else fill[0]})
+            # magnitude_max just under timm's 10: at exactly 10, PosterizeIncreasing asks Pillow for
+            # 0 bits, which current Pillow refuses (hit by DeiT's own rand-m9-mstd0.5-inc1 ~2% of calls).
+            hparams = {"img_mean": fill if len(fill) > 1 else fill[0], "magnitude_max": 9.99}
+            self.transform = rand_augment_transform(config_str, hparams)
         except (ValueError, AssertionError, KeyError) as e:
             raise ConfigError(f"bad RandAugment string {config_str!r}: {e}") from None
 

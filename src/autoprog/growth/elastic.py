@@ -73,10 +73,11 @@ class ElasticSupernet:
         self.momentum = momentum
         self.sources = list(sources)
         self.nets = [model] + ([momentum] if momentum is not None else [])
-        #: new -> old parameter names of the change that made the supernet (identity when none)
-        self.name_map: dict[str, str | None] = {n: n for n, _ in model.named_parameters()}
+        before = {id(p): n for n, p in model.named_parameters()}
         for net in self.nets:
             adapter.set_blocks(net, ElasticBlocks(adapter.get_blocks(net), self.sources))
+        #: new -> old parameter names of the change that made the supernet
+        self.name_map: dict[str, str | None] = {n: before.get(id(p)) for n, p in model.named_parameters()}
 
     @classmethod
     def grow(
@@ -84,9 +85,11 @@ class ElasticSupernet:
     ) -> ElasticSupernet:
         """Grow the current network to ``max_depth`` with ``operator`` and make it elastic (Fig. 4)."""
         base = len(adapter.get_blocks(model))
-        name_map = operator.grow(model, adapter, max_depth, momentum=momentum)
+        grown = operator.grow(model, adapter, max_depth, momentum=momentum)
+        plain = {id(p): n for n, p in model.named_parameters()}
         supernet = cls(adapter, model, depth_sources("interpolation", base, max_depth), momentum)
-        supernet.name_map = name_map
+        # compose: supernet name -> grown name -> pre-growth name (the container may rename blocks)
+        supernet.name_map = {n: grown.get(plain[id(p)]) for n, p in model.named_parameters()}
         return supernet
 
     @classmethod

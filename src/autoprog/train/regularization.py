@@ -8,6 +8,7 @@ drop-path 0 -> 0.1, random-erasing 0 -> 0.25).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -50,7 +51,8 @@ def adaptive_regularization(
     if randaug:
         match = re.search(r"-m(\d+(?:\.\d+)?)", randaug)
         if match:
-            m = round(float(match.group(1)) * scale(0))
+            # timm takes integer magnitudes: round half up, after removing float noise (7.4999.. -> 8)
+            m = int(math.floor(round(float(match.group(1)) * scale(0), 6) + 0.5))
             ra = re.sub(r"-m\d+(?:\.\d+)?", f"-m{m}", randaug, count=1) if m > 0 else None
         else:
             ra = randaug
@@ -58,10 +60,17 @@ def adaptive_regularization(
 
 
 def set_drop_path(blocks: list[nn.Module], rate: float) -> None:
-    """Set stochastic depth on timm-style blocks, rising linearly with depth up to ``rate`` (DeiT's rule)."""
+    """Set stochastic depth on timm-style blocks, rising linearly with depth up to ``rate`` (DeiT's rule).
+
+    timm builds a block whose rate is 0 with ``nn.Identity`` in its ``drop_path*`` slots, so the slots
+    are replaced (``DropPath`` when the rate is positive, ``Identity`` otherwise) rather than edited.
+    """
+    from timm.layers import DropPath
+
     n = len(blocks)
     for i, block in enumerate(blocks):
         r = rate * i / max(1, n - 1)
-        for m in block.modules():
-            if hasattr(m, "drop_prob") and m.__class__.__name__ == "DropPath":
-                m.drop_prob = r
+        for parent in list(block.modules()):
+            for name, child in list(parent.named_children()):
+                if name.startswith("drop_path") and isinstance(child, nn.Identity | DropPath):
+                    setattr(parent, name, DropPath(r) if r > 0 else nn.Identity())

@@ -1,0 +1,311 @@
+"""``autoprog report``: the page, the markdown and the plots agree with the runs' summary.json and log.jsonl."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import shutil
+import struct
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from autoprog.cli import main
+from autoprog.data import write_idx
+from autoprog.errors import AutoprogError
+from autoprog.report import PLOT_FILES, add_report_parser, load_run, run_report, write_report
+
+METHODS = ("full", "prog", "autoprog-one")
+TINY = ["--depth", "2", "--epochs", "4", "--batch-size", "32", "--train-subset", "64", "--val-size", "16",
+        "--test-subset", "40", "--progress", "off", "--threads", "1"]  # fmt: skip
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+DASH = "–"
+SUMMARY_HEADERS = ["run", "method", "model", "data", "epochs", "top-1 (%)", "wall-clock (s)", "train FLOPs",
+                   "full FLOPs", "FLOPs ratio", "time ratio", "realised / theoretical"]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """Three tiny real runs (full, prog, autoprog-one) on a learnable Fashion-MNIST-format dataset."""
+    root = tmp_path_factory.mktemp("report-runs")
+    data = root / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 100), ("t10k", 40)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
+        for i, c in enumerate(labels):
+            r, q = divmod(int(c), 4)
+            images[i, 7 * r : 7 * r + 7, 7 * q : 7 * q + 7] = 250
+        write_idx(data / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(data / f"{split}-labels-idx1-ubyte.gz", labels.astype(np.uint8))
+    out = {}
+    for method in METHODS:
+        extra = ["--search-samples", "32"] if method == "autoprog-one" else []
+        out[method] = root / method
+        argv = ["pretrain", "--method", method, "--data-dir", str(data), "--out", str(out[method]), *TINY, *extra]
+        assert main(argv) == 0
+    return out
+
+
+@dataclass
+class Page:
+    """The parts of report.html a reader sees: headings, paragraphs, tables (with row classes) and images."""
+
+    blocks: list[tuple[str, Any]] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+
+
+class _PageParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.page = Page()
+        self._text: list[str] | None = None
+        self._rows: list[tuple[str, list[str]]] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag in ("h1", "h2", "h3", "h4", "p", "td", "th"):
+            self._text = []
+        elif tag == "table":
+            self._rows = []
+        elif tag == "tr" and self._rows is not None:
+            self._rows.append((a.get("class") or "", []))
+        elif tag == "img":
+            self.page.images.append(a.get("src") or "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._rows is not None and self._text is not None:
+            self._rows[-1][1].append("".join(self._text))
+        elif tag in ("h1", "h2", "h3", "h4", "p") and self._text is not None:
+            self.page.blocks.append((tag, "".join(self._text)))
+        elif tag == "table" and self._rows is not None:
+            self.page.blocks.append(("table", self._rows))
+            self._rows = None
+        if tag in ("h1", "h2", "h3", "h4", "p", "td", "th"):
+            self._text = None
+
+    def handle_data(self, data: str) -> None:
+        if self._text is not None:
+            self._text.append(data)
+
+
+def parse_page(text: str) -> Page:
+    parser = _PageParser()
+    parser.feed(text)
+    return parser.page
+
+
+def section(page: Page, h2: str) -> list[tuple[str, Any]]:
+    """The blocks after the ``<h2>`` with this text, up to the next ``<h2>``."""
+    start = page.blocks.index(("h2", h2))
+    end = next((i for i, (tag, _) in enumerate(page.blocks) if tag == "h2" and i > start), len(page.blocks))
+    return page.blocks[start + 1 : end]
+
+
+def table_after(blocks: list[tuple[str, Any]], heading: str) -> list[tuple[str, list[str]]]:
+    """The first table after the heading with this text (header row dropped)."""
+    start = next(i for i, (tag, text) in enumerate(blocks) if tag in ("h2", "h3", "h4") and text == heading)
+    rows = next(content for tag, content in blocks[start:] if tag == "table")
+    return rows[1:]
+
+
+def summary_rows(page: Page) -> dict[str, list[str]]:
+    rows = next(content for tag, content in section(page, "Summary") if tag == "table")
+    assert rows[0][1] == SUMMARY_HEADERS
+    return {cells[0]: cells for _, cells in rows[1:]}
+
+
+@dataclass
+class Report:
+    out: Path
+    html_path: Path
+    html: str
+    md: str
+    page: Page
+
+
+@pytest.fixture(scope="module")
+def report(runs, tmp_path_factory) -> Report:
+    out = tmp_path_factory.mktemp("report") / "out"
+    html_path = write_report([runs[m] for m in METHODS], out)
+    html = html_path.read_text(encoding="utf-8")
+    return Report(out, html_path, html, (out / "report.md").read_text(encoding="utf-8"), parse_page(html))
+
+
+def summary_of(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+# ------------------------------------------------------------------------------------------- tests
+
+
+def test_writes_self_contained_html_markdown_and_four_pngs(report):
+    assert report.html_path == report.out / "report.html"
+    assert report.html.startswith("<!DOCTYPE html>")
+    pngs = {}
+    for name in ("accuracy_vs_time.png", "accuracy_vs_flops.png", "schedule.png", "stage_cost.png"):
+        data = (report.out / name).read_bytes()
+        assert data[:8] == PNG_MAGIC, name
+        width, height = struct.unpack(">II", data[16:24])  # IHDR
+        assert width >= 300 and height >= 150, (name, width, height)
+        assert len(data) > 5000, name  # a drawn chart, not an empty canvas
+        pngs[name] = data
+    assert set(PLOT_FILES) == set(pngs)
+    # the page embeds exactly these four PNGs and links nothing outside itself
+    assert len(report.page.images) == 4
+    embedded = []
+    for src in report.page.images:
+        assert src.startswith("data:image/png;base64,")
+        embedded.append(base64.b64decode(src.split(",", 1)[1]))
+    assert sorted(embedded) == sorted(pngs.values())
+    assert "src=\"http" not in report.html and "href=" not in report.html
+    # the markdown links the files
+    for name in pngs:
+        assert f"]({name})" in report.md
+
+
+def test_summary_table_holds_the_summaries_numbers(report, runs):
+    rows = summary_rows(report.page)
+    assert list(rows) == list(METHODS)  # one row per run, labelled by directory name, in the given order
+    full = summary_of(runs["full"])
+    for method in METHODS:
+        s = summary_of(runs[method])
+        time_ratio = s["wall_clock_s"] / full["wall_clock_s"]
+        realised_over_theoretical = (full["wall_clock_s"] / s["wall_clock_s"]) / (s["full_flops"] / s["train_flops"])
+        expected = [
+            method, s["method"], s["model"], s["data"], str(s["epochs"]), f"{s['top1']:.2f}",
+            f"{s['wall_clock_s']:.1f}", f"{s['train_flops']:.2e}", f"{s['full_flops']:.2e}",
+            f"{s['flops_ratio']:.3f}", f"{time_ratio:.3f}", f"{realised_over_theoretical:.3f}",
+        ]  # fmt: skip
+        assert rows[method] == expected
+        # the markdown carries the same row
+        assert "| " + " | ".join(expected) + " |" in report.md
+    assert rows["full"][-2:] == ["1.000", "1.000"]
+    # progressive training really saved FLOPs in these runs, so the ratio columns are not trivially equal
+    assert summary_of(runs["prog"])["train_flops"] < full["train_flops"]
+    assert rows["prog"][9] != "1.000"
+
+
+def test_ratios_without_a_full_run_are_dashes(runs, tmp_path):
+    page = parse_page(write_report([runs["prog"], runs["autoprog-one"]], tmp_path / "r").read_text(encoding="utf-8"))
+    rows = summary_rows(page)
+    for method in ("prog", "autoprog-one"):
+        s = summary_of(runs[method])
+        assert rows[method][9] == f"{s['flops_ratio']:.3f}"
+        assert rows[method][10:] == [DASH, DASH]
+
+
+def test_schedule_and_stage_tables_per_run(report, runs):
+    for method in METHODS:
+        s = summary_of(runs[method])
+        blocks = section(report.page, f"Run {method}")
+        keys = ("stage", "start_epoch", "end_epoch", "resolution", "depth")
+        schedule = [cells for _, cells in table_after(blocks, "Schedule")]
+        assert schedule == [[str(st[k]) for k in keys] for st in s["schedule"]]
+        stages = [cells for _, cells in table_after(blocks, "Stages")]
+        assert len(stages) == len(s["stages"])
+        previous = 0
+        for cells, st in zip(stages, s["stages"], strict=True):
+            per_stage = st["train_flops_cumulative"] - previous
+            previous = st["train_flops_cumulative"]
+            assert cells == [*(str(st[k]) for k in keys), f"{st['wall_clock_s']:.1f}", f"{per_stage:.2e}",
+                             f"{st['train_flops_cumulative']:.2e}", str(st["params"])]  # fmt: skip
+    prog = summary_of(runs["prog"])["schedule"]
+    assert len({(st["resolution"], st["depth"]) for st in prog}) > 1  # it grew, so the tables show several configs
+
+
+def test_search_table_lists_candidates_and_marks_the_chosen(report, runs):
+    s = summary_of(runs["autoprog-one"])
+    assert s["search"], "the tiny autoprog-one run should have searched"
+    blocks = section(report.page, "Run autoprog-one")
+    for search in s["search"]:
+        heading = f"Stage {search['stage']} search"
+        rows = table_after(blocks, heading)
+        assert [[int(c[0]), int(c[1])] for _, c in rows] == [[c["resolution"], c["depth"]] for c in search["candidates"]]
+        for (_, cells), cand in zip(rows, search["candidates"], strict=True):
+            assert cells[2] == f"{cand['loss']:.4f}"
+        chosen = [cells for cls, cells in rows if cls == "chosen"]
+        assert len(chosen) == 1 and chosen[0][5] == "✓"
+        assert [int(chosen[0][0]), int(chosen[0][1])] == [search["chosen"]["resolution"], search["chosen"]["depth"]]
+        assert sum(cells[5] == "✓" for _, cells in rows) == 1
+        details = blocks[blocks.index(("h4", heading)) + 1]
+        assert details[0] == "p"
+        assert f"balancing_factor {search['balancing_factor']:.3f}" in details[1]
+        assert f"search_time_s {search['search_time_s']:.1f}" in details[1]
+    for method in ("full", "prog"):
+        assert ("h3", "Search") not in section(report.page, f"Run {method}")
+
+
+def test_accuracy_curves_come_from_the_log_epoch_records(runs):
+    for method in METHODS:
+        lines = (runs[method] / "log.jsonl").read_text().splitlines()
+        epochs = [r for r in map(json.loads, lines) if r["event"] == "epoch"]
+        run = load_run(runs[method])
+        assert run.label == method
+        assert run.epochs == epochs
+        assert all("val_top1" in r and "wall_clock_s" in r and "train_flops" in r for r in run.epochs)
+    assert len(load_run(runs["full"]).epochs) == 4
+
+
+def test_missing_summary_is_a_one_line_error(runs, tmp_path):
+    empty = tmp_path / "not-a-run"
+    empty.mkdir()
+    out = tmp_path / "out"
+    with pytest.raises(AutoprogError, match="not-a-run") as err:
+        write_report([runs["full"], empty], out)
+    assert "\n" not in str(err.value)
+    assert not (out / "report.html").exists()
+
+
+def test_strings_from_the_files_are_escaped_and_nulls_are_dashes(runs, tmp_path):
+    evil = tmp_path / "evil<b>$x$"
+    amp = tmp_path / "a&b"
+    for src, dst in ((runs["prog"], evil), (runs["autoprog-one"], amp)):
+        dst.mkdir()
+        shutil.copy(src / "log.jsonl", dst / "log.jsonl")
+    s = summary_of(runs["prog"])
+    s.update(model="<script>alert(1)</script>", top1=None)
+    (evil / "summary.json").write_text(json.dumps(s))
+    s = summary_of(runs["autoprog-one"])
+    s["search"][0]["candidates"][0]["loss"] = float("nan")  # json writes NaN, as pretrain does
+    (amp / "summary.json").write_text(json.dumps(s))
+
+    out = tmp_path / "out"
+    html = write_report([evil, amp], out).read_text(encoding="utf-8")
+    assert "evil&lt;b&gt;$x$" in html and "a&amp;b" in html
+    assert "<b>" not in html and "<script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "evil&lt;b&gt;" in md and "<b>" not in md and "<script>" not in md
+    page = parse_page(html)
+    rows = summary_rows(page)
+    assert rows["evil<b>$x$"][2] == "<script>alert(1)</script>"  # shown as text, not markup
+    assert rows["evil<b>$x$"][5] == DASH
+    first = table_after(section(page, "Run a&b"), f"Stage {s['search'][0]['stage']} search")[0][1]
+    assert first[2] == DASH
+    for name in PLOT_FILES:  # `$` in a label must not start matplotlib's mathtext
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC
+
+
+def test_report_subcommand_parser_and_runner(runs, tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="autoprog")
+    add_report_parser(parser.add_subparsers(dest="command", required=True))
+    defaults = parser.parse_args(["report", "some/run"])
+    assert defaults.runs == ["some/run"] and str(defaults.out) == "report" and defaults.title is None
+    out = tmp_path / "r"
+    args = parser.parse_args(["report", str(runs["full"]), str(runs["prog"]), "--out", str(out), "--title", "A <t>"])
+    assert args.command == "report" and args.runs == [str(runs["full"]), str(runs["prog"])]
+    path = run_report(args)
+    assert path == out / "report.html"
+    html = path.read_text(encoding="utf-8")
+    assert "<title>A &lt;t&gt;</title>" in html and "<h1>A &lt;t&gt;</h1>" in html
+    assert str(path) in capsys.readouterr().out
