@@ -209,6 +209,10 @@ def test_autoprog_one_without_recycling_adds_supernet_epochs(fmnist_dir, tmp_pat
     searched = sum(x["search_epochs"] for x in s["search"])
     assert s["steps"] == 4 * 4  # the budget's own steps
     assert n_step_records == s["steps"] + searched * 4  # plus the extra supernet steps
+    # the extra supernet steps still follow the LR schedule from where the stage stands
+    extra = [r for r in records if r["event"] == "step" and not r["in_budget"]]
+    first_stage = [r["lr"] for r in extra if r["stage"] == 0]
+    assert len(first_stage) == 4 and first_stage == sorted(first_stage) and first_stage[0] < first_stage[-1]
 
 
 def test_progstack_uses_stacking_1_2_5(fmnist_dir, tmp_path):

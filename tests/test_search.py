@@ -105,3 +105,17 @@ def test_choose_prefers_who_beats_the_trend_and_ties_to_the_faster():
     assert all(not math.isnan(r.score) for r in results)
     tie = [CandidateResult(16, 3, 1.0, 0.5), CandidateResult(20, 3, 1.0, 0.2)]
     assert choose(tie, rule=lambda losses, times: [1.0, 1.0]).resolution == 20
+
+
+def test_two_candidates_degenerate_to_the_faster():
+    """With two candidates the fitted power law passes through both: Eq. 6 can never prefer the slower.
+
+    If the slower one has the lower loss, the scores tie (ties -> faster); otherwise w = 0 and the
+    faster one has the lower loss anyway. The authors' rule therefore only discriminates with >= 3.
+    """
+    for slow_loss in (0.5, 0.9, 1.1, 2.0):
+        results = [CandidateResult(16, 6, 1.0, 0.2), CandidateResult(20, 6, slow_loss, 0.3)]
+        scores = power_law_score([r.loss for r in results], [r.runtime_s for r in results])
+        if slow_loss < 1.0:
+            assert scores[0] == pytest.approx(scores[1], rel=1e-9)
+        assert choose(results).resolution == 16

@@ -53,6 +53,9 @@ def power_law_balancing_factor(losses: Sequence[float], times: Sequence[float]) 
     This is how the authors pick Eq. 6's balancing factor: if, over the candidates, loss falls as a
     power ``-b`` of time, the score ``L * T^w`` with ``w = -b`` makes them equally good, so the
     search prefers whichever candidate beats the trend.
+
+    Note: with only two candidates the fit is exact, so the scores tie whenever the slower one has
+    the lower loss (and the tie goes to the faster); the rule never prefers the slower of two.
     """
     t = np.log(np.asarray(times, dtype=np.float64))
     loss = np.log(np.asarray(losses, dtype=np.float64))

@@ -266,8 +266,14 @@ def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = _print) -> dict[s
             ema.update(model, decay=_ema_decay(cfg, lr_step))
         return value
 
-    def run_epoch(epoch: int, stage: int, resolution: int, depth: int, sampler=None, counts_in_budget: bool = True):
-        """Train one epoch; ``sampler`` (supernet epochs) picks a candidate per step. Returns (loss, time)."""
+    def run_epoch(
+        epoch: int, stage: int, resolution: int, depth: int, sampler=None, counts_in_budget: bool = True, lr_offset: int = 0
+    ):
+        """Train one epoch; ``sampler`` (supernet epochs) picks a candidate per step. Returns (loss, time).
+
+        Epochs outside the budget (supernet epochs without recycling) leave the step counter alone
+        but follow the LR schedule from ``step + lr_offset`` onwards, as if they were training epochs.
+        """
         nonlocal step, train_flops
         model.train()
         losses: list[float] = []
@@ -286,12 +292,14 @@ def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = _print) -> dict[s
                 config = sampler.next_config()
                 x = adapter.prepare_input(x.float(), config.resolution)
             ts = time.perf_counter()
-            losses.append(train_step(prep(x) if sampler is None else (x / 255.0 - mean) / std, y, step))
+            lr_step = step if counts_in_budget else min(step + lr_offset + len(losses), total_steps - 1)
+            losses.append(train_step(prep(x) if sampler is None else (x / 255.0 - mean) / std, y, lr_step))
             if sampler is not None:
                 sampler.record_time(config, time.perf_counter() - ts, device)
             train_flops += flops(config) * len(y)
             emit({"event": "step", "step": step, "epoch": epoch, "stage": stage, "loss": losses[-1],
-                  "resolution": config.resolution, "depth": config.depth})  # fmt: skip
+                  "lr": optimizer.param_groups[0]["lr"], "resolution": config.resolution, "depth": config.depth,
+                  "in_budget": counts_in_budget})  # fmt: skip
             if counts_in_budget:
                 step += 1
             if sampler is not None:
@@ -494,7 +502,9 @@ def search_stage(
         + ("" if cfg.recycle else " (not recycled)"))  # fmt: skip
     for i in range(n_search):
         data_epoch = epoch + i if cfg.recycle else 100_000 + 100 * k + i
-        loss, dt = run_epoch(data_epoch, k, max_res, max_depth, sampler=sampler, counts_in_budget=cfg.recycle)
+        loss, dt = run_epoch(
+            data_epoch, k, max_res, max_depth, sampler=sampler, counts_in_budget=cfg.recycle, lr_offset=i * spe
+        )
         log(f"  supernet epoch {i + 1}/{n_search} stage {k}: loss {loss:.4f} ({dt:.1f}s)")
 
     # Runtime: median measured step time per candidate (first sample dropped as warm-up).
