@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
 from autoprog.adapters import TimmViTAdapter
+from autoprog.data import write_idx
 
 
 @pytest.fixture(autouse=True)
@@ -16,3 +20,18 @@ def _seed_and_threads():
 def tiny_adapter() -> TimmViTAdapter:
     """A tiny ViT (width 192 is timm's tiny; depth 6, 28x28 grey, patch 4)."""
     return TimmViTAdapter("vit_tiny_patch16_224", img_size=28, in_chans=1, num_classes=10, patch_size=4, depth=6)
+
+
+def make_cell_dataset(root: Path, n_train: int = 400, n_test: int = 200) -> Path:
+    """A learnable 10-class dataset in Fashion-MNIST's idx layout: the class is where a bright 7x7 cell is."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
+        for i, c in enumerate(labels):
+            r, q = divmod(int(c), 4)
+            images[i, 7 * r : 7 * r + 7, 7 * q : 7 * q + 7] = 250
+        write_idx(root / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels.astype(np.uint8))
+    return root

@@ -7,12 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from conftest import make_cell_dataset
 
 from autoprog.cli import main
-from autoprog.data import write_idx
 
 TINY = ["--depth", "4", "--epochs", "4", "--batch-size", "32", "--train-subset", "128", "--val-size", "32",
         "--test-subset", "100", "--progress", "off"]  # fmt: skip
@@ -20,18 +19,7 @@ TINY = ["--depth", "4", "--epochs", "4", "--batch-size", "32", "--train-subset",
 
 @pytest.fixture(scope="module")
 def fmnist_dir(tmp_path_factory) -> Path:
-    """A learnable 10-class dataset in Fashion-MNIST's idx layout: the class is where a bright 7x7 cell is."""
-    root = tmp_path_factory.mktemp("fmnist")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 400), ("t10k", 200)):
-        labels = np.arange(n) % 10
-        images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
-        for i, c in enumerate(labels):
-            r, q = divmod(int(c), 4)
-            images[i, 7 * r : 7 * r + 7, 7 * q : 7 * q + 7] = 250
-        write_idx(root / f"{split}-images-idx3-ubyte.gz", images)
-        write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels.astype(np.uint8))
-    return root
+    return make_cell_dataset(tmp_path_factory.mktemp("fmnist"))
 
 
 def run_cli(*args: str) -> int:

@@ -12,11 +12,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
+from conftest import make_cell_dataset
 
 from autoprog.cli import main
-from autoprog.data import write_idx
 from autoprog.errors import AutoprogError
 from autoprog.report import PLOT_FILES, add_report_parser, load_run, run_report, write_report
 
@@ -36,17 +35,7 @@ SUMMARY_HEADERS = ["run", "method", "model", "data", "epochs", "top-1 (%)", "wal
 def runs(tmp_path_factory) -> dict[str, Path]:
     """Three tiny real runs (full, prog, autoprog-one) on a learnable Fashion-MNIST-format dataset."""
     root = tmp_path_factory.mktemp("report-runs")
-    data = root / "data"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 100), ("t10k", 40)):
-        labels = np.arange(n) % 10
-        images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
-        for i, c in enumerate(labels):
-            r, q = divmod(int(c), 4)
-            images[i, 7 * r : 7 * r + 7, 7 * q : 7 * q + 7] = 250
-        write_idx(data / f"{split}-images-idx3-ubyte.gz", images)
-        write_idx(data / f"{split}-labels-idx1-ubyte.gz", labels.astype(np.uint8))
+    data = make_cell_dataset(root / "data", n_train=100, n_test=40)
     out = {}
     for method in METHODS:
         extra = ["--search-samples", "32"] if method == "autoprog-one" else []

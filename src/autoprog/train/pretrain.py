@@ -515,7 +515,7 @@ def search_stage(
             runtime = float(sorted(samples)[len(samples) // 2])
         else:
             ts = time.perf_counter()
-            runtime = _measure_candidate(model, supernet, c, fixed, prep, device, cfg.search_samples)
+            runtime = _measure_candidate(model, supernet, c, fixed, prep, device)
             scoring_time += time.perf_counter() - ts
         results.append(CandidateResult(c.resolution, c.depth, sum(losses[c]) / len(losses[c]), runtime,
                                        loss_snapshots=losses[c]))  # fmt: skip
@@ -549,7 +549,7 @@ def _clone_state(state: dict[str, dict[str, torch.Tensor]]) -> dict[str, dict[st
     return {n: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in st.items()} for n, st in state.items()}
 
 
-def _measure_candidate(model, supernet, config, fixed, prep, device, n) -> float:
+def _measure_candidate(model, supernet, config, fixed, prep, device) -> float:
     """Time a forward + backward of ``config`` on a fixed batch (for candidates never sampled)."""
     x, y = next(iter(fixed.epoch(0, config.resolution)))
     x, y = prep(x.to(device)), y.to(device)
