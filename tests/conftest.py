@@ -35,3 +35,17 @@ def make_cell_dataset(root: Path, n_train: int = 400, n_test: int = 200) -> Path
         write_idx(root / f"{split}-images-idx3-ubyte.gz", images)
         write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels.astype(np.uint8))
     return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _autoprog_cache(tmp_path_factory):
+    """Sources and FID statistics made by tests go to a throw-away cache, never the user's."""
+    import os
+
+    old = os.environ.get("AUTOPROG_CACHE")
+    os.environ["AUTOPROG_CACHE"] = str(tmp_path_factory.mktemp("autoprog-cache"))
+    yield
+    if old is None:
+        os.environ.pop("AUTOPROG_CACHE", None)
+    else:
+        os.environ["AUTOPROG_CACHE"] = old

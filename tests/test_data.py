@@ -256,7 +256,7 @@ def test_unknown_name_lists_valid_names() -> None:
     assert isinstance(err.value, ValueError)
     for name in DATASETS:
         assert name in str(err.value)
-    assert DATASETS == ("fashion-mnist", "mnist-idx", "cifar10", "imagefolder:PATH")
+    assert DATASETS == ("fashion-mnist", "mnist-idx", "mnist-5k", "cifar10", "imagefolder:PATH")
     with pytest.raises(ConfigError, match="split"):
         load_dataset("fashion-mnist", "validation")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="in_chans"):

@@ -30,8 +30,29 @@ from autoprog.growth import (  # noqa: E402
     prog_schedule,
     progstack_schedule,
 )
+from autoprog.proxies import ntk_condition_number, zico  # noqa: E402
+from autoprog.search.voting import ranked_vote  # noqa: E402
+from autoprog.unfreeze import (  # noqa: E402
+    UnfreezeConfig,
+    UnfreezeSchedule,
+    UnfreezeSpace,
+    level_blocks,
+    prog_unfreeze_schedule,
+    set_trainable,
+    zero_shot_candidates,
+)
 
 __all__ = [
+    "UnfreezeConfig",
+    "UnfreezeSchedule",
+    "UnfreezeSpace",
+    "level_blocks",
+    "ntk_condition_number",
+    "prog_unfreeze_schedule",
+    "ranked_vote",
+    "set_trainable",
+    "zero_shot_candidates",
+    "zico",
     "OPERATORS",
     "AutoprogError",
     "ConfigError",

@@ -62,24 +62,27 @@ def bench_pretrain(args: argparse.Namespace, make_config: Callable[..., Pretrain
     return result
 
 
-def parse_variant(spec: str) -> tuple[str, str, dict[str, Any]]:
+def parse_variant(
+    spec: str, methods: tuple[str, ...] = PRETRAIN_METHODS, defaults: Any = None
+) -> tuple[str, str, dict[str, Any]]:
     """``"prog:operator=mogrow:ratio=0.4"`` -> ``("prog:operator=mogrow:ratio=0.4", "prog", {...})``.
 
-    Values are parsed as the :class:`PretrainConfig` field's type (bool accepts true/false).
+    Values are parsed as the config field's type (bool accepts true/false); ``defaults`` is the
+    config whose fields are accepted (:class:`PretrainConfig` unless given).
     """
     parts = [p.strip() for p in spec.strip().split(":")]
     method, options = parts[0], {}
-    if method not in PRETRAIN_METHODS:
-        raise ConfigError(f"unknown method {method!r}; choose from {', '.join(PRETRAIN_METHODS)}")
-    defaults = PretrainConfig()
+    if method not in methods:
+        raise ConfigError(f"unknown method {method!r}; choose from {', '.join(methods)}")
+    defaults = PretrainConfig() if defaults is None else defaults
     for part in parts[1:]:
         key, _, value = part.partition("=")
         key = key.replace("-", "_")
         if not hasattr(defaults, key) or key in ("method", "seed", "out"):
-            raise ConfigError(f"variant {spec!r}: {key!r} is not a pretrain option")
+            raise ConfigError(f"variant {spec!r}: {key!r} is not an option of this command")
         default = getattr(defaults, key)
         try:
-            if isinstance(default, bool):
+            if isinstance(default, bool) or (default is None and value.lower() in ("true", "false")):
                 if value.lower() not in ("true", "false", "1", "0"):
                     raise ValueError(value)
                 options[key] = value.lower() in ("true", "1")
@@ -115,7 +118,8 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row["wall_clock_ratio"] = wall
             row["top1_delta_vs_full"] = statistics.fmean(r["top1"] - f["top1"] for r, f in paired)
             row["realised_over_theoretical"] = statistics.fmean(
-                (f["wall_clock_s"] / r["wall_clock_s"]) / (r["full_flops"] / r["train_flops"]) for r, f in paired
+                (f["wall_clock_s"] / r["wall_clock_s"]) / (r["full_flops"] / r["train_flops"])
+                for r, f in paired
             )
         rows.append(row)
     return rows
@@ -128,6 +132,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     )
     lines = [head, "|" + "---|" * 9]
     for r in rows:
+
         def f(key: str, fmt: str, r: dict[str, Any] = r) -> str:
             return format(r[key], fmt) if key in r else "–"
 
@@ -169,7 +174,9 @@ def plot_runs(runs: list[dict[str, Any]], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for i, method in enumerate(dict.fromkeys(r.get("label", r["method"]) for r in runs)):
         rs = [r for r in runs if r.get("label", r["method"]) == method]
-        ax.scatter([r["wall_clock_s"] for r in rs], [r["top1"] for r in rs], label=method, color=f"C{i}", s=40)
+        ax.scatter(
+            [r["wall_clock_s"] for r in rs], [r["top1"] for r in rs], label=method, color=f"C{i}", s=40
+        )
     ax.set_xlabel("training wall-clock (s)")
     ax.set_ylabel("top-1 (%)")
     ax.set_title(title)
@@ -187,3 +194,138 @@ def _git_commit() -> str | None:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+# -- fine-tuning ----------------------------------------------------------------------------------
+FINETUNE_QUICK = {"steps": 16, "batch_size": 8, "fid_samples": 20, "fid_reference": 20, "sample_steps": 4}
+
+
+def bench_finetune(args: argparse.Namespace, make_config: Callable[..., Any]) -> dict[str, Any]:
+    """``autoprog bench finetune``: fine-tuning methods side by side, one results file (same ``runs``
+    format as the pre-training bench; quality is FID, lower is better)."""
+    from autoprog.train.config import FINETUNE_METHODS, FinetuneConfig
+    from autoprog.train.finetune import finetune
+    from autoprog.train.pretrain import environment
+
+    variants = [
+        parse_variant(v, FINETUNE_METHODS, FinetuneConfig()) for v in args.methods.split(",") if v.strip()
+    ]
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
+    name = args.name or ("finetune-quick" if args.quick else "finetune")
+    overrides: dict[str, Any] = dict(FINETUNE_QUICK) if args.quick else {}
+    runs: list[dict[str, Any]] = []
+    for seed in seeds:
+        for label, method, options in variants:
+            out = Path(args.runs_dir) / name / f"{label.replace(':', '-').replace('=', '')}-seed{seed}"
+            cfg = make_config(args, method=method, seed=seed, out=str(out), **{**overrides, **options})
+            print(f"== {name}: {label}, seed {seed}", flush=True)
+            summary = finetune(cfg)
+            summary["label"] = label
+            runs.append(summary)
+    import torch
+
+    result = {
+        "name": name,
+        "command": "autoprog " + " ".join(sys.argv[1:]) if sys.argv and "autoprog" in sys.argv[0] else None,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": _git_commit(),
+        "environment": environment(torch.device(runs[0]["environment"]["device"])),
+        "aggregate": aggregate_finetune(runs),
+        "runs": runs,
+    }
+    results_dir = Path(args.results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / f"{name}.json").write_text(json.dumps(result, indent=2))
+    table = finetune_table(result["aggregate"])
+    cfg0 = runs[0]["config"]
+    md = (
+        f"# Benchmark `{name}`\n\n- command: `{result['command']}`\n- date: {result['date']}, git commit "
+        f"{result['git_commit']}\n- machine: {result['environment']['cpu']}, {result['environment']['threads']} threads, "
+        f"device {result['environment']['device']}\n- setup: source `{cfg0['model']}` -> {cfg0['data']} "
+        f"({runs[0]['train_samples']} images), {cfg0['steps']} steps x batch {cfg0['batch_size']}, lr {cfg0['lr']}; "
+        f"FID of {cfg0['fid_samples']} DDIM-{cfg0['sample_steps']} samples (guidance {cfg0['guidance']}) against "
+        f"{cfg0['fid_reference']} training images\n- time: training incl. searches, excl. FID; ratios against `full` "
+        f"of the same seed in this same run.\n\n{table}\n"
+    )
+    (results_dir / f"{name}.md").write_text(md)
+    plot_finetune(runs, results_dir / f"{name}.png", title=name)
+    print(table)
+    print(f"wrote {results_dir / (name + '.json')}, .md, .png")
+    return result
+
+
+def aggregate_finetune(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per variant: mean FID, time / FLOPs ratios against ``full`` of the same seed, search share."""
+    by_seed_full = {r["seed"]: r for r in runs if r.get("label", r["method"]) == "full"}
+    rows = []
+    for label in dict.fromkeys(r.get("label", r["method"]) for r in runs):
+        rs = [r for r in runs if r.get("label", r["method"]) == label]
+        fids = [r["fid"] for r in rs if r.get("fid") is not None]
+        row: dict[str, Any] = {
+            "method": label,
+            "seeds": [r["seed"] for r in rs],
+            "fid_mean": statistics.fmean(fids) if fids else None,
+            "fid_std": statistics.pstdev(fids) if len(fids) > 1 else 0.0,
+            "wall_clock_s_mean": statistics.fmean(r["wall_clock_s"] for r in rs),
+            "flops_ratio": statistics.fmean(r["train_flops"] / r["full_flops"] for r in rs),
+            "search_time_s_mean": statistics.fmean(r.get("search_time_s", 0.0) for r in rs),
+            "search_share": statistics.fmean(r.get("search_time_s", 0.0) / r["wall_clock_s"] for r in rs),
+            "schedule": [(s["resolution"], s["level"]) for s in rs[0]["schedule"]],
+        }
+        paired = [(r, by_seed_full[r["seed"]]) for r in rs if r["seed"] in by_seed_full]
+        if paired:
+            row["wall_clock_ratio"] = statistics.fmean(
+                r["wall_clock_s"] / f["wall_clock_s"] for r, f in paired
+            )
+            deltas = [
+                r["fid"] - f["fid"]
+                for r, f in paired
+                if r.get("fid") is not None and f.get("fid") is not None
+            ]
+            if deltas:
+                row["fid_delta_vs_full"] = statistics.fmean(deltas)
+        rows.append(row)
+    return rows
+
+
+def finetune_table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "| method | seeds | FID ↓ | Δ FID vs full | wall-clock (s) | time ÷ full | FLOPs ÷ full | search (s) "
+        "| search share | schedule (px, level) |"
+    )
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        fid = (
+            "–"
+            if r["fid_mean"] is None
+            else f"{r['fid_mean']:.2f}" + (f" ± {r['fid_std']:.2f}" if len(r["seeds"]) > 1 else "")
+        )
+        delta = f"{r['fid_delta_vs_full']:+.2f}" if "fid_delta_vs_full" in r else "–"
+        ratio = f"{r['wall_clock_ratio']:.3f}" if "wall_clock_ratio" in r else "–"
+        sched = " → ".join(f"{p}/{lv}" for p, lv in r["schedule"])
+        lines.append(
+            f"| {r['method']} | {len(r['seeds'])} | {fid} | {delta} | {r['wall_clock_s_mean']:.1f} | {ratio} | "
+            f"{r['flops_ratio']:.3f} | {r['search_time_s_mean']:.1f} | {100 * r['search_share']:.1f} % | {sched} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_finetune(runs: list[dict[str, Any]], path: Path, title: str) -> None:
+    """FID against wall-clock, one marker per run, one colour per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=120)
+    for i, label in enumerate(dict.fromkeys(r.get("label", r["method"]) for r in runs)):
+        rs = [r for r in runs if r.get("label", r["method"]) == label and r.get("fid") is not None]
+        ax.scatter([r["wall_clock_s"] for r in rs], [r["fid"] for r in rs], label=label, color=f"C{i}", s=40)
+    ax.set_xlabel("fine-tuning wall-clock (s)")
+    ax.set_ylabel("FID (lower is better)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

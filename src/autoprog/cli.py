@@ -1,4 +1,4 @@
-"""The ``autoprog`` command line: ``autoprog pretrain ...`` and ``autoprog bench pretrain ...``.
+"""The ``autoprog`` command line: ``pretrain``, ``finetune``, ``source``, ``bench pretrain|finetune``, ``report``.
 
 Errors caused by the input (bad names, missing data, invalid numbers) print one line and exit 2;
 ``--debug`` shows the traceback instead.
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from autoprog.errors import AutoprogError
 from autoprog.growth.operators import OPERATORS
-from autoprog.train.config import PRETRAIN_METHODS, PretrainConfig
+from autoprog.train.config import FINETUNE_METHODS, PRETRAIN_METHODS, FinetuneConfig, PretrainConfig
 
 _PRETRAIN_FIELDS = {
     "model", "data", "data_dir", "test_subset", "method", "epochs", "out", "train_subset", "val_size", "seed", "ratio",
@@ -25,8 +25,10 @@ _PRETRAIN_FIELDS = {
 def _add_train_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -> None:
     d = PretrainConfig()
     p.add_argument("--model", default=d.model, help="timm ViT/DeiT name (default: %(default)s)")
-    p.add_argument("--data", default=d.data, help="fashion-mnist, mnist-idx, cifar10 or imagefolder:PATH")
-    p.add_argument("--data-dir", default=None, help="folder holding the dataset's files (overrides the default)")
+    p.add_argument("--data", default=d.data, help="fashion-mnist, mnist-idx, mnist-5k, cifar10 or imagefolder:PATH")
+    p.add_argument(
+        "--data-dir", default=None, help="folder holding the dataset's files (overrides the default)"
+    )
     if not for_bench:
         p.add_argument("--method", default=d.method, choices=PRETRAIN_METHODS)
         p.add_argument("--out", required=True, help="run directory (summary.json, log.jsonl, checkpoints)")
@@ -37,10 +39,16 @@ def _add_train_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -> N
         default=5000 if for_bench else None,
         help="class-balanced subset of the training split" + (" (default: %(default)s)" if for_bench else ""),
     )
-    p.add_argument("--val-size", type=int, default=d.val_size, help="validation images carved from unused training data")
-    p.add_argument("--test-subset", type=int, default=None, help="evaluate on a class-balanced part of the test split")
+    p.add_argument(
+        "--val-size", type=int, default=d.val_size, help="validation images carved from unused training data"
+    )
+    p.add_argument(
+        "--test-subset", type=int, default=None, help="evaluate on a class-balanced part of the test split"
+    )
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--ratio", type=float, default=d.ratio, help="initial scaling ratio r0 of the growth space")
+    p.add_argument(
+        "--ratio", type=float, default=d.ratio, help="initial scaling ratio r0 of the growth space"
+    )
     p.add_argument("--stages", type=int, default=d.stages, help="number of stages")
     p.add_argument("--operator", default=d.operator, choices=sorted(OPERATORS), help="growth operator")
     p.add_argument(
@@ -49,11 +57,33 @@ def _add_train_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -> N
         default=d.optimizer_state,
         help="at growth, grow AdamW's moments with the weights (carry) or start them afresh (reset)",
     )
-    p.add_argument("--search-epochs", type=int, default=d.search_epochs, help="supernet epochs per searched stage")
-    p.add_argument("--search-samples", type=int, default=d.search_samples, help="fixed training images scored per candidate")
-    p.add_argument("--search-snapshots", type=int, default=d.search_snapshots, help="loss snapshots in the last supernet epoch")
-    p.add_argument("--no-recycle", dest="recycle", action="store_false", help="ablation: supernet epochs are extra, weights not inherited")
-    p.add_argument("--patch-size", type=int, default=None, help=f"ViT patch size (default: {d.patch_size} for the default model, else the model's)")
+    p.add_argument(
+        "--search-epochs", type=int, default=d.search_epochs, help="supernet epochs per searched stage"
+    )
+    p.add_argument(
+        "--search-samples",
+        type=int,
+        default=d.search_samples,
+        help="fixed training images scored per candidate",
+    )
+    p.add_argument(
+        "--search-snapshots",
+        type=int,
+        default=d.search_snapshots,
+        help="loss snapshots in the last supernet epoch",
+    )
+    p.add_argument(
+        "--no-recycle",
+        dest="recycle",
+        action="store_false",
+        help="ablation: supernet epochs are extra, weights not inherited",
+    )
+    p.add_argument(
+        "--patch-size",
+        type=int,
+        default=None,
+        help=f"ViT patch size (default: {d.patch_size} for the default model, else the model's)",
+    )
     p.add_argument(
         "--depth",
         type=int,
@@ -74,22 +104,125 @@ def _add_train_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -> N
     p.add_argument("--cutmix", type=float, default=d.cutmix, help="cutmix alpha (0 = off)")
     p.add_argument("--randaug", default=None, help="timm RandAugment string, e.g. rand-m9-mstd0.5-inc1")
     p.add_argument("--reprob", type=float, default=d.reprob, help="random-erasing probability (0 = off)")
-    p.add_argument("--adaptive-reg", action="store_true", help="RandAugment/drop-path/random-erasing rise with the stage")
+    p.add_argument(
+        "--adaptive-reg", action="store_true", help="RandAugment/drop-path/random-erasing rise with the stage"
+    )
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
     p.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--eval-ema", action="store_true", help="also report top-1 of the EMA model")
-    p.add_argument("--progress", choices=("auto", "on", "off"), default="auto", help="progress bars (auto: on a terminal)")
+    p.add_argument(
+        "--progress",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="progress bars (auto: on a terminal)",
+    )
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _add_finetune_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -> None:
+    d = FinetuneConfig()
+    p.add_argument(
+        "--model",
+        default=d.model,
+        help="diffusers DiT folder, or a built-in source made on first use (default: %(default)s)",
+    )
+    p.add_argument(
+        "--data",
+        default=d.data,
+        help="mnist-5k, fashion-mnist, mnist-idx, cifar10 or imagefolder:PATH (default: %(default)s)",
+    )
+    p.add_argument(
+        "--data-dir", default=None, help="folder holding the dataset's files (overrides the default)"
+    )
+    if not for_bench:
+        p.add_argument("--method", default=d.method, choices=FINETUNE_METHODS)
+        p.add_argument(
+            "--out", required=True, help="run directory (summary.json, log.jsonl, samples.png, model/)"
+        )
+    p.add_argument("--steps", type=int, default=d.steps, help="optimizer steps (default: %(default)s)")
+    p.add_argument(
+        "--sid",
+        dest="sid",
+        action="store_true",
+        default=None,
+        help="Unique Stage Identifier (default: on for progressive methods)",
+    )
+    p.add_argument("--no-sid", dest="sid", action="store_false", help="ablation: no stage identifier")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--stages", type=int, default=d.stages)
+    p.add_argument(
+        "--ratio", type=float, default=d.ratio, help="smallest resolution as a fraction of the full one"
+    )
+    p.add_argument("--levels", type=int, default=d.levels, help="unfreezing levels (interleaved blocks)")
+    p.add_argument(
+        "--cfg-dropout", type=float, default=d.cfg_dropout, help="label dropout for classifier-free guidance"
+    )
+    p.add_argument("--sid-dropout", type=float, default=d.sid_dropout, help="stage-id dropout")
+    p.add_argument(
+        "--ema-decay", type=float, default=d.ema_decay, help="EMA of the weights (0 = off); FID uses the EMA"
+    )
+    p.add_argument("--lora-rank", type=int, default=d.lora_rank)
+    p.add_argument(
+        "--ntk-samples", type=int, default=d.ntk_samples, help="samples of the NTK probe (AutoProg-Zero)"
+    )
+    p.add_argument("--zico-batches", type=int, default=d.zico_batches, help="batches of the ZiCo probe")
+    p.add_argument("--time-repeats", type=int, default=d.time_repeats, help="timed steps per candidate")
+    p.add_argument(
+        "--vote-weights", default=d.vote_weights, help="ranked-voting weights (default: %(default)s)"
+    )
+    p.add_argument(
+        "--search-fraction",
+        type=float,
+        default=d.search_fraction,
+        help="AutoProg-One: supernet share of a searched stage",
+    )
+    p.add_argument(
+        "--fid-samples", type=int, default=d.fid_samples, help="generated images for FID (0 = skip)"
+    )
+    p.add_argument(
+        "--fid-reference",
+        type=int,
+        default=d.fid_reference,
+        help="training images for the reference statistics",
+    )
+    p.add_argument("--sample-steps", type=int, default=d.sample_steps, help="DDIM steps for sampling")
+    p.add_argument("--guidance", type=float, default=d.guidance, help="classifier-free guidance scale")
+    p.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--progress",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="progress bars (auto: on a terminal)",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="autoprog", description="Automated progressive learning for vision models")
+    parser = argparse.ArgumentParser(
+        prog="autoprog", description="Automated progressive learning for vision models"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("pretrain", help="pre-train a model with a (progressive) method")
     _add_train_args(p)
-    p.add_argument("--schedule", dest="schedule_file", default=None, help="replay the schedule of a summary.json")
+    p.add_argument(
+        "--schedule", dest="schedule_file", default=None, help="replay the schedule of a summary.json"
+    )
+
+    f = sub.add_parser("finetune", help="fine-tune a diffusion model with a (progressive) method")
+    _add_finetune_args(f)
+
+    src = sub.add_parser("source", help="pre-train (and cache) a built-in source model for fine-tuning")
+    src.add_argument("name", nargs="?", default="dit-fmnist", help="built-in source (default: %(default)s)")
+    src.add_argument("--out", default=None, help="folder to save it in (default: the cache)")
+    src.add_argument("--data-dir", default=None, help="folder holding the source data's files")
+    src.add_argument("--overwrite", action="store_true", help="re-make it even if it exists")
+    src.add_argument("--debug", action="store_true", help="show tracebacks")
 
     bench = sub.add_parser("bench", help="run methods side by side and write a benchmark result")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
@@ -101,10 +234,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated methods, each optionally with options: prog:operator=mogrow (default: %(default)s)",
     )
     b.add_argument("--seeds", default=None, help="comma-separated seeds (default: --seed)")
-    b.add_argument("--name", default=None, help="result name under benchmarks/results (default: pretrain[-quick])")
+    b.add_argument(
+        "--name", default=None, help="result name under benchmarks/results (default: pretrain[-quick])"
+    )
     b.add_argument("--results-dir", default="benchmarks/results", help="where the JSON/markdown/PNG go")
     b.add_argument("--runs-dir", default="runs/bench", help="where each run's directory goes")
     b.add_argument("--quick", action="store_true", help="tiny settings for a smoke test (seconds)")
+
+    bf = bench_sub.add_parser("finetune", help="fine-tuning methods side by side")
+    _add_finetune_args(bf, for_bench=True)
+    bf.add_argument(
+        "--methods",
+        default="full,prog,autoprog-zero",
+        help="comma-separated methods, each optionally with options: autoprog-zero:sid=false (default: %(default)s)",
+    )
+    bf.add_argument("--seeds", default=None, help="comma-separated seeds (default: --seed)")
+    bf.add_argument(
+        "--name", default=None, help="result name under benchmarks/results (default: finetune[-quick])"
+    )
+    bf.add_argument("--results-dir", default="benchmarks/results", help="where the JSON/markdown/PNG go")
+    bf.add_argument("--runs-dir", default="runs/bench", help="where each run's directory goes")
+    bf.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
 
     from autoprog.report import add_report_parser
 
@@ -127,6 +277,15 @@ def _pretrain_config(args: argparse.Namespace, **override) -> PretrainConfig:
     return PretrainConfig(**{k: v for k, v in values.items() if v is not None or k in keep_none})
 
 
+def _finetune_config(args: argparse.Namespace, **override) -> FinetuneConfig:
+    fields = set(FinetuneConfig.__dataclass_fields__)
+    values = {k: v for k, v in vars(args).items() if k in fields}
+    values["progress"] = {"on": True, "off": False}.get(getattr(args, "progress", "auto"))
+    values.update(override)
+    keep_none = {"sid", "progress", "data_dir", "device", "threads"}
+    return FinetuneConfig(**{k: v for k, v in values.items() if v is not None or k in keep_none})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -135,6 +294,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from autoprog.train.pretrain import pretrain
 
             pretrain(_pretrain_config(args))
+        elif args.command == "finetune":
+            from autoprog.train.finetune import finetune
+
+            finetune(_finetune_config(args))
+        elif args.command == "source":
+            from autoprog.train.source import make_source
+
+            print(make_source(args.name, out=args.out, data_dir=args.data_dir, overwrite=args.overwrite))
+        elif args.command == "bench" and args.bench_command == "finetune":
+            from autoprog.bench import bench_finetune
+
+            bench_finetune(args, _finetune_config)
         elif args.command == "bench" and args.bench_command == "pretrain":
             from autoprog.bench import bench_pretrain
 

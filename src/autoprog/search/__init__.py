@@ -8,6 +8,13 @@ from autoprog.search.one_shot import (
     power_law_score,
     stage_candidates,
 )
+from autoprog.search.voting import (
+    DEFAULT_HIGHER_IS_BETTER,
+    DEFAULT_WEIGHTS,
+    VoteResult,
+    competition_ranks,
+    ranked_vote,
+)
 
 __all__ = [
     "CandidateResult",
@@ -16,4 +23,9 @@ __all__ = [
     "power_law_balancing_factor",
     "power_law_score",
     "stage_candidates",
+    "DEFAULT_HIGHER_IS_BETTER",
+    "DEFAULT_WEIGHTS",
+    "VoteResult",
+    "competition_ranks",
+    "ranked_vote",
 ]

@@ -1,0 +1,210 @@
+"""Adapter for class-conditional DiT denoisers from diffusers (``DiTTransformer2DModel``).
+
+Paper Sec. 4.1 on diffusers' DiT. What the adapter knows about this model family:
+
+* **Blocks** for progressive unfreezing: ``transformer.transformer_blocks.{i}``.
+* **Embedders always learn**: unlike the original DiT, diffusers gives *every* block its own
+  timestep + class embedder (``transformer_blocks[i].norm1.emb``), and the final layer reads the
+  condition from block 0's. Those per-block embedders learn at every level (reference facts).
+* **Classifier-free guidance**: diffusers drops labels inside each block's ``LabelEmbedding``
+  independently, so one sample could be conditional in one block and unconditional in the next.
+  :class:`DiTDenoiser` turns that off and the training step drops each sample's label once.
+* **Unique Stage Identifier** (Sec. 4.1.2): a learnable ``nn.Embedding(num_stages + 1, hidden)``
+  (the last row is the null id) added to the class embedding wherever the condition is formed
+  (every block). The stage travels with the class label as one index ``label + (C + 1) * stage`` so
+  the model keeps diffusers' ``forward(x, t, class_labels)`` signature and parameter names.
+* **Resolution** is elastic: diffusers' patch embedding recomputes its sin-cos grid for any
+  multiple of the patch size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from autoprog.errors import ConfigError, DatasetNotFoundError
+
+BLOCKS = "transformer.transformer_blocks"
+
+
+def _require_diffusers():
+    try:
+        import diffusers
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ConfigError("diffusion fine-tuning needs diffusers: pip install 'autoprog[diffusion]'") from e
+    return diffusers
+
+
+def create_dit(
+    *,
+    in_channels: int = 1,
+    sample_size: int = 28,
+    patch_size: int = 4,
+    hidden: int = 128,
+    heads: int = 4,
+    depth: int = 8,
+    num_classes: int = 10,
+) -> nn.Module:
+    """A freshly initialised diffusers ``DiTTransformer2DModel`` (pixel space, epsilon prediction)."""
+    diffusers = _require_diffusers()
+    if hidden % heads:
+        raise ConfigError(f"hidden size {hidden} is not divisible by {heads} heads")
+    if sample_size % patch_size:
+        raise ConfigError(f"sample size {sample_size} is not a multiple of the patch size {patch_size}")
+    return diffusers.DiTTransformer2DModel(
+        num_attention_heads=heads,
+        attention_head_dim=hidden // heads,
+        in_channels=in_channels,
+        out_channels=in_channels,
+        num_layers=depth,
+        sample_size=sample_size,
+        patch_size=patch_size,
+        num_embeds_ada_norm=num_classes,
+        norm_num_groups=1,
+    )
+
+
+def load_dit(path: str | os.PathLike[str]) -> nn.Module:
+    """``DiTTransformer2DModel.from_pretrained(path)``: a local diffusers folder (``config.json`` +
+    weights), or a pipeline folder with a ``transformer/`` subfolder (as ``facebook/DiT-XL-2-256``)."""
+    diffusers = _require_diffusers()
+    p = Path(path)
+    if (p / "transformer" / "config.json").is_file():
+        p = p / "transformer"
+    if not (p / "config.json").is_file():
+        raise DatasetNotFoundError(
+            f"no diffusers model at {path} (expected config.json); make the default source with "
+            "`autoprog source` or pass a folder saved by save_pretrained"
+        )
+    return diffusers.DiTTransformer2DModel.from_pretrained(str(p))
+
+
+class _StageAwareLabelEmbedding(nn.Module):
+    """Class swapped onto diffusers' ``LabelEmbedding`` instances when SID is on: decodes the joint
+    index, embeds the class with the original table and adds the owner's stage embedding."""
+
+    _owner: DiTDenoiser
+
+    def forward(self, labels: torch.Tensor, force_drop_ids=None) -> torch.Tensor:
+        n = self.embedding_table.num_embeddings  # classes + the null class
+        cls, sid = labels % n, torch.div(labels, n, rounding_mode="floor")
+        return self.embedding_table(cls) + self._owner.stage_embedding(sid)
+
+
+class DiTDenoiser(nn.Module):
+    """``eps = denoiser(x_t, t, labels, stage_ids)`` around a diffusers DiT, with optional SID.
+
+    Args:
+        transformer: a ``DiTTransformer2DModel`` (epsilon prediction; a learned-sigma model's extra
+            channels are ignored).
+        num_stages: number of stages for the Unique Stage Identifier, or ``None`` for no SID.
+    """
+
+    def __init__(self, transformer: nn.Module, num_stages: int | None = None) -> None:
+        super().__init__()
+        self.transformer = transformer
+        cfg = transformer.config
+        self.num_classes = int(cfg.num_embeds_ada_norm)
+        self.in_channels = int(cfg.in_channels)
+        self.patch_size = int(cfg.patch_size)
+        self.sample_size = int(cfg.sample_size)
+        hidden = int(cfg.num_attention_heads * cfg.attention_head_dim)
+        self.label_embeddings = [m for m in transformer.modules() if type(m).__name__ == "LabelEmbedding"]
+        for m in self.label_embeddings:
+            if m.embedding_table.num_embeddings != self.num_classes + 1:
+                raise ConfigError(
+                    "the DiT's class embedder has no null class: it cannot do classifier-free guidance"
+                )
+            m.dropout_prob = 0.0  # labels are dropped once per sample by the training step
+        self.num_stages = num_stages
+        self.stage_embedding: nn.Embedding | None = None
+        if num_stages is not None:
+            self.stage_embedding = nn.Embedding(num_stages + 1, hidden)
+            nn.init.normal_(self.stage_embedding.weight, std=0.02)
+            for m in self.label_embeddings:
+                m.__class__ = type("StageAwareLabelEmbedding", (_StageAwareLabelEmbedding, type(m)), {})
+                object.__setattr__(m, "_owner", self)  # not a submodule: no cycle in the module tree
+
+    @property
+    def null_class(self) -> int:
+        return self.num_classes
+
+    @property
+    def null_stage(self) -> int:
+        return self.num_stages if self.num_stages is not None else 0
+
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, stage_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if self.stage_embedding is not None:
+            if stage_ids is None:
+                raise ValueError("this denoiser has stage identifiers: pass stage_ids")
+            labels = labels + (self.num_classes + 1) * stage_ids
+        out = self.transformer(x, t, labels, return_dict=False)[0]
+        return out[:, : self.in_channels]
+
+    # -- progressive unfreezing -------------------------------------------------------------------
+    def block_paths(self) -> list[str]:
+        return [f"{BLOCKS}.{i}" for i in range(len(self.transformer.transformer_blocks))]
+
+    @staticmethod
+    def always_learnable(name: str) -> bool:
+        """Per-block timestep / class embedders (the original DiT's global embedders) always learn."""
+        return name.startswith(BLOCKS + ".") and ".norm1.emb." in name
+
+    # -- persistence -----------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """``save_pretrained`` of the transformer, plus ``stage_embedding.pt`` when SID is on."""
+        p = Path(path)
+        self.transformer.save_pretrained(str(p / "transformer"))
+        meta: dict[str, Any] = {"num_stages": self.num_stages}
+        if self.stage_embedding is not None:
+            torch.save({"weight": self.stage_embedding.weight.detach().cpu()}, p / "stage_embedding.pt")
+        (p / "autoprog_denoiser.json").write_text(json.dumps(meta))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> DiTDenoiser:
+        p = Path(path)
+        meta_file = p / "autoprog_denoiser.json"
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {"num_stages": None}
+        den = cls(load_dit(p), meta.get("num_stages"))
+        if den.stage_embedding is not None:
+            state = torch.load(p / "stage_embedding.pt", map_location="cpu", weights_only=True)
+            den.stage_embedding.weight.data.copy_(state["weight"])
+        return den
+
+
+def add_difffit_scales(denoiser: DiTDenoiser) -> list[str]:
+    """DiffFit (Xie et al. 2023): a learnable scale ``gamma`` (init 1) on each block's attention and
+    MLP branch, applied by forward hooks so the model's own parameter names stay. Returns the names."""
+    names = []
+    for i, block in enumerate(denoiser.transformer.transformer_blocks):
+        dim = block.norm1.linear.in_features
+        for branch in ("attn1", "ff"):
+            pname = f"difffit_gamma_{branch}"
+            block.register_parameter(pname, nn.Parameter(torch.ones(dim)))
+
+            def hook(module, args, output, block=block, pname=pname):
+                return output * getattr(block, pname)
+
+            getattr(block, branch).register_forward_hook(hook)
+            names.append(f"{BLOCKS}.{i}.{pname}")
+    return names
+
+
+def add_lora(denoiser: DiTDenoiser, rank: int = 8, alpha: float | None = None) -> list[str]:
+    """LoRA adapters (via ``peft``) on every attention projection and MLP linear of the blocks.
+    Returns the names of the LoRA parameters."""
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError as e:  # pragma: no cover
+        raise ConfigError("LoRA needs peft: pip install 'autoprog[diffusion]'") from e
+    targets = ["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2"]
+    config = LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=targets, lora_dropout=0.0)
+    inject_adapter_in_model(config, denoiser.transformer)
+    return [n for n, _ in denoiser.named_parameters() if "lora_" in n]

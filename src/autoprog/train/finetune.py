@@ -1,0 +1,530 @@
+"""``autoprog finetune``: progressive fine-tuning of a diffusion model (paper Sec. 4, Algorithm 2).
+
+Read top to bottom: data -> source model (``from_pretrained``) -> method (which parameters learn)
+-> stages: at each stage start a search (AutoProg-Zero: zero-shot proxies + ranked voting;
+AutoProg-One: supernet loss x runtime) or the manual schedule decides the learnable sub-network
+(resolution, unfreezing level) -> unfreeze -> train -> FID of the final (EMA) model.
+
+Frozen parameters get no gradient and no optimizer state; the optimizer and the EMA pairing are
+rebuilt by parameter name at every unfreezing, carrying the moments of parameters that keep learning.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from autoprog.adapters.base import count_params, resize_input
+from autoprog.adapters.diffusers_dit import DiTDenoiser, add_difffit_scales, add_lora
+from autoprog.checkpoint import save_checkpoint
+from autoprog.data import load_dataset
+from autoprog.ema import ModelEma
+from autoprog.errors import ConfigError
+from autoprog.flops import count_train_flops
+from autoprog.search.one_shot import measure_step_time, power_law_score
+from autoprog.train.config import PROGRESSIVE_FINETUNE_METHODS, FinetuneConfig
+from autoprog.train.diffusion import Condition, GaussianDiffusion, from_uint8, to_uint8
+from autoprog.train.loader import BatchSource
+from autoprog.train.optim import build_optimizer, carry_state, state_by_name
+from autoprog.train.pretrain import _is_tty, _print, environment
+from autoprog.train.source import resolve_model
+from autoprog.unfreeze import (
+    UnfreezeConfig,
+    UnfreezeSchedule,
+    UnfreezeSpace,
+    level_blocks,
+    prog_unfreeze_schedule,
+    set_trainable,
+    step_boundaries,
+    zero_shot_candidates,
+)
+
+
+def apply_method_parameters(model: DiTDenoiser, method: str, lora_rank: int) -> Callable[[str], bool] | None:
+    """Set up a parameter-efficient baseline; returns the predicate of its learnable parameters
+    (``None`` for the methods that learn whole blocks). Class embedders always learn: the target
+    data's classes are new."""
+    if method == "bitfit":
+        return lambda n: n.endswith(".bias") or "class_embedder" in n or n.startswith("stage_embedding")
+    if method == "difffit":
+        add_difffit_scales(model)
+        return lambda n: n.endswith(".bias") or "difffit_gamma" in n or "class_embedder" in n
+    if method == "lora":
+        add_lora(model, rank=lora_rank)
+        return lambda n: "lora_" in n or "class_embedder" in n
+    return None
+
+
+def make_condition(
+    labels: torch.Tensor,
+    stage_id: int | None,
+    null_class: int,
+    null_stage: int,
+    cfg_dropout: float,
+    sid_dropout: float,
+    generator: torch.Generator,
+    device: torch.device | str = "cpu",
+) -> Condition:
+    """The training condition of a batch (Sec. 4.1.2): each sample's label is dropped to the null
+    class with probability ``cfg_dropout`` (classifier-free guidance), and, with SID, its stage id is
+    the current stage's, dropped independently to the null id with probability ``sid_dropout``."""
+    y = labels.clone()
+    y[torch.rand(len(y), generator=generator) < cfg_dropout] = null_class
+    s = None
+    if stage_id is not None:
+        s = torch.full_like(y, stage_id)
+        s[torch.rand(len(y), generator=generator) < sid_dropout] = null_stage
+        s = s.to(device)
+    return Condition(y.to(device), s)
+
+
+def _set_predicate(model: nn.Module, learn: Callable[[str], bool]) -> int:
+    n = 0
+    for name, p in model.named_parameters():
+        p.requires_grad_(learn(name))
+        n += p.numel() if p.requires_grad else 0
+    return n
+
+
+def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = _print) -> dict[str, Any]:
+    """Run one fine-tuning job; write and return its ``summary.json``."""
+    cfg.validate()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    gen = torch.Generator().manual_seed(cfg.seed)  # all training randomness: noise, t, label dropout
+
+    # Source model: a diffusers folder, loaded with from_pretrained.
+    model_dir = resolve_model(cfg.model, log=log)
+    base = DiTDenoiser.load(model_dir)
+    full_res, channels = base.sample_size, base.in_channels
+    num_stages = cfg.stages if cfg.method in PROGRESSIVE_FINETUNE_METHODS else 1
+    model = DiTDenoiser(base.transformer, num_stages if cfg.use_sid else None)
+    if base.stage_embedding is not None:
+        raise ConfigError(f"{model_dir} is a fine-tuned model with stage identifiers; start from its source")
+    peft_predicate = apply_method_parameters(model, cfg.method, cfg.lora_rank)
+    model.to(device)
+
+    # Data at the source's size and channels; images scaled to [-1, 1].
+    train_set = load_dataset(cfg.data, "train", data_dir=cfg.data_dir, image_size=full_res, in_chans=channels)
+    if train_set.info.num_classes > model.num_classes:
+        raise ConfigError(
+            f"{cfg.data} has {train_set.info.num_classes} classes but the source's class embedder has {model.num_classes}"
+        )
+    source = BatchSource(train_set, cfg.batch_size, shuffle=True, drop_last=True, seed=cfg.seed)
+    if len(source) == 0:
+        raise ConfigError(
+            f"the training set ({len(train_set)} images) is smaller than one batch ({cfg.batch_size})"
+        )
+
+    # The space of learnable sub-networks and the plan.
+    blocks = model.block_paths()
+    space = UnfreezeSpace(full_res, model.patch_size, cfg.ratio, num_stages, cfg.levels)
+    if cfg.method == "prog":
+        plan: list[UnfreezeConfig | None] = [s.config for s in prog_unfreeze_schedule(space, cfg.steps)]
+    elif cfg.method in ("autoprog-zero", "autoprog-one"):
+        plan = [None] * (num_stages - 1) + [space.full]  # searched, then the fully learnable model
+    else:
+        plan = [space.full]
+    bounds = step_boundaries(cfg.steps, len(plan))
+
+    def configure(c: UnfreezeConfig) -> int:
+        """Make the learnable sub-network ``c`` (or the baseline's parameter set) learnable."""
+        if peft_predicate is not None:
+            return _set_predicate(model, peft_predicate)
+        learn = level_blocks(len(blocks), c.level, cfg.levels)
+        return set_trainable(model, blocks, learn, always=model.always_learnable)
+
+    diffusion = GaussianDiffusion()
+    flop_cache: dict[tuple[int, int], int] = {}
+
+    def flops_of(c: UnfreezeConfig, everything: bool = False) -> int:
+        """Training FLOPs per sample of sub-network ``c`` (frozen weights get no weight gradient);
+        ``everything``: with every parameter learnable (full fine-tuning, the reference)."""
+        key = (c.resolution, -1 if everything else c.level)
+        if key not in flop_cache:
+            if everything:
+                _set_predicate(model, lambda n: True)
+            else:
+                configure(c)
+            x = torch.zeros(1, channels, c.resolution, c.resolution, device=device)
+            t = torch.zeros(1, dtype=torch.long, device=device)
+            y = torch.zeros(1, dtype=torch.long, device=device)
+            s = torch.zeros(1, dtype=torch.long, device=device) if cfg.use_sid else None
+            flop_cache[key] = count_train_flops(model, x, lambda m, x: m(x, t, y, s))
+        return flop_cache[key]
+
+    # FLOPs are accounting, not training: counted before the clock starts.
+    flops_of(space.full, everything=True)
+    for c in (
+        {space.full}
+        | {c for c in plan if c is not None}
+        | (
+            {c for k in range(num_stages) for c in zero_shot_candidates(space, k, None)}
+            if None in plan
+            else set()
+        )
+    ):
+        flops_of(c)
+    if None in plan:
+        for r in space.resolutions:
+            for lv in space.levels:
+                flops_of(UnfreezeConfig(r, lv))
+    log(
+        f"autoprog finetune: {cfg.method}{' + SID' if cfg.use_sid else ''} | source {model_dir.name} "
+        f"({len(blocks)} blocks @ {full_res}px) | {cfg.data}: {len(train_set)} images | {cfg.steps} steps x "
+        f"{cfg.batch_size} | {len(plan)} stage(s) | device {device}"
+    )
+
+    log_file = (out / "log.jsonl").open("w")
+
+    def emit(record: dict[str, Any]) -> None:
+        log_file.write(json.dumps(record) + "\n")
+
+    ema: ModelEma | None = None
+    optimizer: torch.optim.Optimizer | None = None
+
+    def rebuild() -> None:
+        """After an unfreezing: optimizer over the learnable parameters only, state carried by name."""
+        nonlocal optimizer, ema
+        old = state_by_name(optimizer) if optimizer is not None else {}
+        optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
+        carry_state(old, optimizer, {n: n for n, p in model.named_parameters() if p.requires_grad})
+        if cfg.ema_decay > 0:
+            if ema is None:
+                ema = ModelEma(model, cfg.ema_decay)
+            ema.rebuild(model, trainable_only=True)
+
+    stage_id = 0
+    step = 0
+    train_flops = 0
+    epoch_iter = None
+    epoch = 0
+
+    def next_batch(resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+        nonlocal epoch_iter, epoch
+        while True:
+            if epoch_iter is None:
+                epoch_iter = source.epoch(epoch, resolution)
+            try:
+                return next(epoch_iter)
+            except StopIteration:
+                epoch_iter, epoch = None, epoch + 1
+
+    def condition(y: torch.Tensor) -> Condition:
+        return make_condition(
+            y, stage_id if cfg.use_sid else None, model.null_class, model.null_stage, cfg.cfg_dropout,
+            cfg.sid_dropout, gen, device,
+        )  # fmt: skip
+
+    def train_step(c: UnfreezeConfig) -> float:
+        nonlocal step, train_flops
+        assert optimizer is not None
+        x, y = next_batch(c.resolution)
+        x0 = from_uint8(x).to(device)
+        loss = diffusion.loss(model, x0, condition(y), generator=gen)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(f"non-finite loss {value} at step {step}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if ema is not None:
+            ema.update(model, decay=min(cfg.ema_decay, (1 + step) / (10 + step)))
+        train_flops += flops_of(c) * len(y)
+        step += 1
+        return value
+
+    # Fixed probe data for the searches: the same images, noise and timesteps for every candidate.
+    probe_gen = torch.Generator().manual_seed(cfg.seed + 7919)
+    n_probe = max(cfg.ntk_samples, cfg.batch_size * cfg.zico_batches)
+    probe_idx = torch.randperm(len(train_set), generator=probe_gen)[:n_probe]
+    probe_images = torch.stack([train_set[int(i)][0] for i in probe_idx])
+    probe_labels = torch.tensor([int(train_set[int(i)][1]) for i in probe_idx])
+
+    def probe_batch(resolution: int, lo: int, hi: int) -> tuple[torch.Tensor, ...]:
+        x0 = resize_input(from_uint8(probe_images[lo:hi]), resolution).to(device)
+        g = torch.Generator().manual_seed(cfg.seed * 31 + lo * 1009 + resolution)
+        x_t, t, noise = diffusion.noised(x0, g)
+        s = torch.full_like(probe_labels[lo:hi], stage_id).to(device) if cfg.use_sid else None
+        return x_t, t.to(device), probe_labels[lo:hi].to(device), s, noise
+
+    step_times: dict[UnfreezeConfig, float] = {}
+
+    def time_step(c: UnfreezeConfig) -> float:
+        """Measured seconds of one training step (forward + backward) of sub-network ``c``, measured
+        once per run (candidates recur across stages; the model's cost does not change)."""
+        if c not in step_times:
+            configure(c)
+            step_times[c] = _measure(c)
+        return step_times[c]
+
+    def _measure(c: UnfreezeConfig) -> float:
+        x_t, t, y, s, noise = probe_batch(c.resolution, 0, cfg.batch_size)
+        x_t, t, y, noise = (
+            v.repeat((cfg.batch_size + len(v) - 1) // len(v), *[1] * (v.ndim - 1))[: cfg.batch_size]
+            for v in (x_t, t, y, noise)
+        )
+        if s is not None:
+            s = torch.full_like(y, stage_id)
+
+        def run() -> None:
+            loss = nn.functional.mse_loss(model(x_t, t, y, s), noise)
+            loss.backward()
+
+        seconds = measure_step_time(run, repeats=cfg.time_repeats, warmup=1, device=device)
+        for p in model.parameters():
+            p.grad = None
+        return seconds
+
+    def zero_shot_search(k: int, current: UnfreezeConfig | None) -> tuple[UnfreezeConfig, dict[str, Any]]:
+        """AutoProg-Zero (Sec. 4.2, Eq. 12-19): NTK condition number, ZiCo and time per candidate,
+        combined by ranked voting; decided once (rank 0) and the same for every process."""
+        from autoprog.proxies import ntk_condition_number, zico
+        from autoprog.search.voting import ranked_vote
+
+        t0 = time.perf_counter()
+        candidates = zero_shot_candidates(space, k, current)
+        rows = []
+        model.eval()
+        for c in candidates:
+            configure(c)
+            names = [n for n, p in model.named_parameters() if p.requires_grad]
+            x_t, t, y, s, _ = probe_batch(c.resolution, 0, cfg.ntk_samples)
+            kappa = ntk_condition_number(
+                model, (x_t, t, y) + ((s,) if s is not None else ()), lambda m, *a: m(*a),
+                param_names=names, seed=cfg.seed,
+            )  # fmt: skip
+            batches = [
+                probe_batch(c.resolution, b * cfg.batch_size, (b + 1) * cfg.batch_size)
+                for b in range(cfg.zico_batches)
+            ]
+            z = zico(
+                model,
+                batches,
+                lambda m, b: nn.functional.mse_loss(m(b[0], b[1], b[2], b[3]), b[4]),
+                param_names=names,
+            )
+            seconds = time_step(c)
+            rows.append({"resolution": c.resolution, "level": c.level, "ntk": kappa, "log_ntk": math.log(kappa),
+                         "zico": z, "time": seconds, "trainable_params": count_params(model, trainable_only=True)})  # fmt: skip
+        model.train()
+        vote = ranked_vote(
+            [{"time": r["time"], "ntk": r["log_ntk"], "zico": r["zico"]} for r in rows], weights=cfg.weights()
+        )
+        vd = vote.to_dict()
+        for i, r in enumerate(rows):
+            r["ranks"] = {key: vd["ranks"][key][i] for key in vd["ranks"]}
+            r["total"] = vd["totals"][i]
+        chosen = candidates[vote.winner]
+        record = {"stage": k, "start_step": step, "candidates": rows, "chosen": {"resolution": chosen.resolution,
+                  "level": chosen.level}, "weights": cfg.weights(), "search_time_s": time.perf_counter() - t0}  # fmt: skip
+        return chosen, record
+
+    def supernet_search(
+        k: int, current: UnfreezeConfig | None, end_step: int
+    ) -> tuple[UnfreezeConfig, dict[str, Any]]:
+        """AutoProg-One for fine-tuning (Sec. 5.1.2): train with a random candidate per step for a
+        part of the stage (these steps count: weight recycling), rank by average loss x time (Eq. 6)."""
+        t0 = time.perf_counter()
+        candidates = zero_shot_candidates(space, k, current)
+        n_steps = max(len(candidates), int(cfg.search_fraction * (end_step - step)))
+        losses: dict[UnfreezeConfig, list[float]] = {c: [] for c in candidates}
+        widest = max(candidates, key=lambda c: c.level)
+        configure(widest)
+        rebuild()  # the optimizer covers every candidate's parameters; frozen ones simply get no grad
+        rng = random.Random(cfg.seed * 1_000_003 + k)
+        for _ in range(n_steps):
+            c = rng.choice(candidates)
+            configure(c)
+            losses[c].append(train_step(c))
+        times = []
+        for c in candidates:
+            configure(c)
+            times.append(time_step(c))
+        mean_loss = [sum(v) / len(v) if v else math.inf for v in losses.values()]
+        scores = power_law_score(mean_loss, times)
+        best = min(range(len(candidates)), key=lambda i: (scores[i], times[i]))
+        rows = [{"resolution": c.resolution, "level": c.level, "loss": mean_loss[i], "time": times[i], "score": scores[i],
+                 "steps": len(losses[c])} for i, c in enumerate(candidates)]  # fmt: skip
+        record = {"stage": k, "start_step": step - n_steps, "supernet_steps": n_steps, "candidates": rows,
+                  "chosen": {"resolution": candidates[best].resolution, "level": candidates[best].level},
+                  "search_time_s": time.perf_counter() - t0}  # fmt: skip
+        return candidates[best], record
+
+    # The stages.
+    t_start = time.perf_counter()
+    searches: list[dict[str, Any]] = []
+    stages_done = []
+    stage_stats: list[dict[str, Any]] = []
+    current: UnfreezeConfig | None = None
+    show = cfg.progress is True or (cfg.progress is None and _is_tty())
+    for k, planned in enumerate(plan):
+        stage_id = k
+        t_stage = time.perf_counter()
+        start = step
+        if planned is None:
+            if cfg.method == "autoprog-zero":
+                chosen, record = zero_shot_search(k, current)
+            else:
+                chosen, record = supernet_search(k, current, bounds[k + 1])
+            searches.append(record)
+            log(
+                f"  stage {k} search: {chosen.resolution}px level {chosen.level} ({record['search_time_s']:.1f}s)"
+            )
+        else:
+            chosen = planned
+        trainable = configure(chosen)
+        rebuild()
+        emit({"event": "stage", "stage": k, "step": step, "resolution": chosen.resolution, "level": chosen.level,
+              "trainable_params": trainable})  # fmt: skip
+        if k > 0 or len(plan) > 1:
+            log(
+                f"  stage {k}: {chosen.resolution}px, level {chosen.level}, {trainable:,} learnable parameters"
+            )
+        losses: list[float] = []
+        bar = tqdm(
+            range(step, bounds[k + 1]),
+            desc=f"stage {k} [{chosen.resolution}px L{chosen.level}]",
+            disable=not show,
+            leave=False,
+        )
+        for _ in bar:
+            losses.append(train_step(chosen))
+            emit({"event": "step", "step": step - 1, "stage": k, "loss": losses[-1]})
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+        stage_time = time.perf_counter() - t_stage
+        stages_done.append({"stage": k, "start_step": bounds[k], "end_step": bounds[k + 1], "resolution": chosen.resolution,
+                            "level": chosen.level, "trainable_params": trainable})  # fmt: skip
+        stage_stats.append({**stages_done[-1], "wall_clock_s": stage_time, "train_flops_cumulative": train_flops,
+                            "mean_loss": sum(losses) / len(losses) if losses else None, "steps_trained": step - start})  # fmt: skip
+        if losses:
+            log(f"  stage {k} done: loss {stage_stats[-1]['mean_loss']:.4f} ({stage_time:.1f}s)")
+        current = chosen
+        save_checkpoint({"model": model.state_dict(), "ema": ema.state_dict() if ema else None, "step": step, "stage": k,
+                         "schedule": stages_done, "config": cfg.to_dict()}, out / "checkpoints" / "last.pt")  # fmt: skip
+    wall_clock = time.perf_counter() - t_start
+    log_file.close()
+    schedule = UnfreezeSchedule.from_list(stages_done)
+
+    # Evaluation: FID of the EMA (or online) model's samples at full resolution, final stage's id.
+    final = ema.module if ema is not None else model
+    result_fid, samples = evaluate_fid(final, cfg, diffusion, train_set.info.num_classes, full_res, channels,
+                                       stage_id=(num_stages - 1) if cfg.use_sid else None, device=device, log=log)  # fmt: skip
+    if samples is not None:
+        save_grid(samples[:100], out / "samples.png")
+    final_model = ema.module if ema is not None else model
+    if cfg.method not in ("lora",):
+        final_model.save(out / "model")  # type: ignore[operator]
+    full_flops = flops_of(space.full, everything=True) * cfg.steps * cfg.batch_size
+    summary: dict[str, Any] = {
+        "method": cfg.method,
+        "sid": cfg.use_sid,
+        "model": cfg.model,
+        "source": str(model_dir),
+        "data": cfg.data,
+        "steps": cfg.steps,
+        "fid": result_fid,
+        "fid_samples": cfg.fid_samples,
+        "wall_clock_s": wall_clock,
+        "train_flops": train_flops,
+        "full_flops": full_flops,
+        "flops_ratio": train_flops / full_flops,
+        "schedule": [
+            {**s, "trainable_params": t["trainable_params"]}
+            for s, t in zip(schedule.to_list(), stages_done, strict=True)
+        ],
+        "search": searches,
+        "search_time_s": sum(s["search_time_s"] for s in searches),
+        "stages": stage_stats,
+        "seed": cfg.seed,
+        "train_samples": len(train_set),
+        "params": count_params(model),
+        "full_resolution": full_res,
+        "full_depth": len(blocks),
+        "config": cfg.to_dict(),
+        "environment": environment(device),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    fid_text = "-" if result_fid is None else f"{result_fid:.2f}"
+    log(
+        f"  done: FID {fid_text} | {wall_clock:.1f}s | FLOPs {summary['flops_ratio']:.3f} of full | {out}/summary.json"
+    )
+    return summary
+
+
+def evaluate_fid(
+    model: nn.Module,
+    cfg: FinetuneConfig,
+    diffusion: GaussianDiffusion,
+    num_classes: int,
+    resolution: int,
+    channels: int,
+    *,
+    stage_id: int | None,
+    device: torch.device,
+    log: Callable[[str], None] = _print,
+) -> tuple[float | None, torch.Tensor | None]:
+    """FID of ``cfg.fid_samples`` class-balanced DDIM samples against the data's training images."""
+    if cfg.fid_samples == 0:
+        return None, None
+    from autoprog.eval.fid import fid, reference_statistics
+
+    g = torch.Generator().manual_seed(cfg.seed + 12345)
+    labels = torch.arange(cfg.fid_samples) % num_classes
+    samples = []
+    for lo in range(0, cfg.fid_samples, 100):
+        samples.append(
+            to_uint8(
+                diffusion.sample(
+                    model,
+                    labels[lo : lo + 100],
+                    channels=channels,
+                    resolution=resolution,
+                    null_label=model.null_class,  # type: ignore[attr-defined]
+                    stage_id=stage_id,
+                    null_stage=getattr(model, "null_stage", None),
+                    steps=cfg.sample_steps,
+                    guidance=cfg.guidance,
+                    generator=g,
+                    device=device,
+                )
+            ).cpu()  # fmt: skip
+        )
+    images = torch.cat(samples)
+    t0 = time.perf_counter()
+    ref = reference_statistics(cfg.data, "train", cfg.fid_reference, data_dir=cfg.data_dir, device=device)
+    value = fid(images, ref, device=device)
+    log(f"  FID {value:.2f} ({len(images)} samples vs {cfg.fid_reference} {cfg.data} training images, {time.perf_counter() - t0:.0f}s)")
+    return value, images
+
+
+def save_grid(images: torch.Tensor, path: Path, nrow: int = 10) -> None:
+    """A PNG grid of uint8 images (N, C, H, W)."""
+    from PIL import Image
+
+    n, c, h, w = images.shape
+    rows = math.ceil(n / nrow)
+    grid = torch.zeros(c, rows * h, nrow * w, dtype=torch.uint8)
+    for i in range(n):
+        r, q = divmod(i, nrow)
+        grid[:, r * h : (r + 1) * h, q * w : (q + 1) * w] = images[i]
+    arr = grid[0].numpy() if c == 1 else grid.permute(1, 2, 0).numpy()
+    Image.fromarray(arr).save(path)
+
+
+__all__ = ["apply_method_parameters", "evaluate_fid", "finetune", "make_condition", "save_grid"]
