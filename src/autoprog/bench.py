@@ -28,29 +28,9 @@ def bench_pretrain(args: argparse.Namespace, make_config: Callable[..., Pretrain
     from autoprog.train.pretrain import environment, pretrain
 
     variants = [parse_variant(v) for v in args.methods.split(",") if v.strip()]
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
     name = args.name or ("pretrain-quick" if args.quick else "pretrain")
-    overrides: dict[str, Any] = dict(QUICK) if args.quick else {}
-    runs: list[dict[str, Any]] = []
-    for seed in seeds:  # seeds outside, methods inside: every seed's runs sit side by side in time
-        for label, method, options in variants:
-            out = Path(args.runs_dir) / name / f"{label.replace(':', '-').replace('=', '')}-seed{seed}"
-            cfg = make_config(args, method=method, seed=seed, out=str(out), **{**overrides, **options})
-            print(f"== {name}: {label}, seed {seed}", flush=True)
-            summary = pretrain(cfg)
-            summary["label"] = label
-            runs.append(summary)
-    import torch
-
-    result = {
-        "name": name,
-        "command": "autoprog " + " ".join(sys.argv[1:]) if sys.argv and "autoprog" in sys.argv[0] else None,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": _git_commit(),
-        "environment": environment(torch.device(runs[0]["environment"]["device"])),
-        "aggregate": aggregate(runs),
-        "runs": runs,
-    }
+    runs = _run_variants(args, variants, name, QUICK if args.quick else {}, make_config, pretrain)
+    result = _result(name, runs, aggregate(runs), environment)
     results_dir = Path(args.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / f"{name}.json").write_text(json.dumps(result, indent=2))
@@ -60,6 +40,45 @@ def bench_pretrain(args: argparse.Namespace, make_config: Callable[..., Pretrain
     print(table)
     print(f"wrote {results_dir / (name + '.json')}, .md, .png")
     return result
+
+
+def _run_variants(
+    args: argparse.Namespace,
+    variants: list[tuple[str, str, dict[str, Any]]],
+    name: str,
+    overrides: dict[str, Any],
+    make_config: Callable[..., Any],
+    run: Callable[[Any], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Every (seed, variant) run, seeds outside and methods inside: each seed's runs sit side by side in time."""
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
+    runs: list[dict[str, Any]] = []
+    for seed in seeds:
+        for label, method, options in variants:
+            out = Path(args.runs_dir) / name / f"{label.replace(':', '-').replace('=', '')}-seed{seed}"
+            cfg = make_config(args, method=method, seed=seed, out=str(out), **{**overrides, **options})
+            print(f"== {name}: {label}, seed {seed}", flush=True)
+            summary = run(cfg)
+            summary["label"] = label
+            runs.append(summary)
+    return runs
+
+
+def _result(
+    name: str, runs: list[dict[str, Any]], rows: list[dict[str, Any]], environment: Callable[[Any], dict[str, Any]]
+) -> dict[str, Any]:
+    """The results file's object: command, date, commit, machine, aggregate rows and the runs."""
+    import torch
+
+    return {
+        "name": name,
+        "command": "autoprog " + " ".join(sys.argv[1:]) if sys.argv and "autoprog" in sys.argv[0] else None,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": _git_commit(),
+        "environment": environment(torch.device(runs[0]["environment"]["device"])),
+        "aggregate": rows,
+        "runs": runs,
+    }
 
 
 def parse_variant(
@@ -210,29 +229,9 @@ def bench_finetune(args: argparse.Namespace, make_config: Callable[..., Any]) ->
     variants = [
         parse_variant(v, FINETUNE_METHODS, FinetuneConfig()) for v in args.methods.split(",") if v.strip()
     ]
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
     name = args.name or ("finetune-quick" if args.quick else "finetune")
-    overrides: dict[str, Any] = dict(FINETUNE_QUICK) if args.quick else {}
-    runs: list[dict[str, Any]] = []
-    for seed in seeds:
-        for label, method, options in variants:
-            out = Path(args.runs_dir) / name / f"{label.replace(':', '-').replace('=', '')}-seed{seed}"
-            cfg = make_config(args, method=method, seed=seed, out=str(out), **{**overrides, **options})
-            print(f"== {name}: {label}, seed {seed}", flush=True)
-            summary = finetune(cfg)
-            summary["label"] = label
-            runs.append(summary)
-    import torch
-
-    result = {
-        "name": name,
-        "command": "autoprog " + " ".join(sys.argv[1:]) if sys.argv and "autoprog" in sys.argv[0] else None,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": _git_commit(),
-        "environment": environment(torch.device(runs[0]["environment"]["device"])),
-        "aggregate": aggregate_finetune(runs),
-        "runs": runs,
-    }
+    runs = _run_variants(args, variants, name, FINETUNE_QUICK if args.quick else {}, make_config, finetune)
+    result = _result(name, runs, aggregate_finetune(runs), environment)
     results_dir = Path(args.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / f"{name}.json").write_text(json.dumps(result, indent=2))

@@ -202,6 +202,20 @@ def _add_finetune_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
+def _add_bench_args(p: argparse.ArgumentParser, kind: str, methods: str, example: str) -> None:
+    """The options every ``autoprog bench <kind>`` shares."""
+    p.add_argument(
+        "--methods",
+        default=methods,
+        help=f"comma-separated methods, each optionally with options: {example} (default: %(default)s)",
+    )
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: --seed)")
+    p.add_argument("--name", default=None, help=f"result name under benchmarks/results (default: {kind}[-quick])")
+    p.add_argument("--results-dir", default="benchmarks/results", help="where the JSON/markdown/PNG go")
+    p.add_argument("--runs-dir", default="runs/bench", help="where each run's directory goes")
+    p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autoprog", description="Automated progressive learning for vision models"
@@ -228,33 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     b = bench_sub.add_parser("pretrain", help="pre-training methods side by side")
     _add_train_args(b, for_bench=True)
-    b.add_argument(
-        "--methods",
-        default="full,prog",
-        help="comma-separated methods, each optionally with options: prog:operator=mogrow (default: %(default)s)",
-    )
-    b.add_argument("--seeds", default=None, help="comma-separated seeds (default: --seed)")
-    b.add_argument(
-        "--name", default=None, help="result name under benchmarks/results (default: pretrain[-quick])"
-    )
-    b.add_argument("--results-dir", default="benchmarks/results", help="where the JSON/markdown/PNG go")
-    b.add_argument("--runs-dir", default="runs/bench", help="where each run's directory goes")
-    b.add_argument("--quick", action="store_true", help="tiny settings for a smoke test (seconds)")
+    _add_bench_args(b, "pretrain", "full,prog", "prog:operator=mogrow")
 
     bf = bench_sub.add_parser("finetune", help="fine-tuning methods side by side")
     _add_finetune_args(bf, for_bench=True)
-    bf.add_argument(
-        "--methods",
-        default="full,prog,autoprog-zero",
-        help="comma-separated methods, each optionally with options: autoprog-zero:sid=false (default: %(default)s)",
-    )
-    bf.add_argument("--seeds", default=None, help="comma-separated seeds (default: --seed)")
-    bf.add_argument(
-        "--name", default=None, help="result name under benchmarks/results (default: finetune[-quick])"
-    )
-    bf.add_argument("--results-dir", default="benchmarks/results", help="where the JSON/markdown/PNG go")
-    bf.add_argument("--runs-dir", default="runs/bench", help="where each run's directory goes")
-    bf.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
+    _add_bench_args(bf, "finetune", "full,prog,autoprog-zero", "autoprog-zero:sid=false")
 
     from autoprog.report import add_report_parser
 
