@@ -169,20 +169,10 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = _print) -> dict[s
 
     # FLOPs are accounting, not training: counted before the clock starts.
     flops_of(space.full, everything=True)
-    for c in (
-        {space.full}
-        | {c for c in plan if c is not None}
-        | (
-            {c for k in range(num_stages) for c in zero_shot_candidates(space, k, None)}
-            if None in plan
-            else set()
-        )
-    ):
+    searched = None in plan  # a search may pick any learnable sub-network of the space
+    grid = [UnfreezeConfig(r, lv) for r in space.resolutions for lv in space.levels] if searched else []
+    for c in {space.full, *(c for c in plan if c is not None), *grid}:
         flops_of(c)
-    if None in plan:
-        for r in space.resolutions:
-            for lv in space.levels:
-                flops_of(UnfreezeConfig(r, lv))
     log(
         f"autoprog finetune: {cfg.method}{' + SID' if cfg.use_sid else ''} | source {model_dir.name} "
         f"({len(blocks)} blocks @ {full_res}px) | {cfg.data}: {len(train_set)} images | {cfg.steps} steps x "
