@@ -259,6 +259,8 @@ class GrowthController:
             raise ConfigError("the search scores candidates with the momentum copy: use_ema must be on")
         self.ema: ModelEma | None = ModelEma(self.model, ema_decay) if use_ema else None
         self.optimizer: torch.optim.Optimizer = self.optimizer_factory(self.model)
+        #: changes of the model so far (growth, supernet, materialisation): re-wrap when it moves
+        self.version = 0
 
         self.epoch = 0  #: the next budget epoch
         self.steps = 0  #: optimizer steps taken (all of them, in budget or not)
@@ -279,6 +281,17 @@ class GrowthController:
     @property
     def done(self) -> bool:
         return self.stage >= len(self.plan)
+
+    @property
+    def searching(self) -> bool:
+        """A supernet is training (its steps sample candidates; some blocks are skipped)."""
+        return self._search is not None
+
+    @property
+    def skips_blocks(self) -> bool:
+        """A supernet is training whose candidates differ in depth (some steps skip blocks)."""
+        s = self._search
+        return s is not None and len({c.depth for c in s.candidates}) > 1
 
     @property
     def schedule(self) -> GrowthSchedule:
@@ -490,6 +503,7 @@ class GrowthController:
             g["lr"] = lr
         if self.carry_optimizer_state:
             carry_state(old_state, self.optimizer, name_map)
+        self.version += 1
 
     def _to_device(self) -> None:
         if self.device is not None:

@@ -40,6 +40,9 @@ class BatchSource:
         drop_last: drop the last incomplete batch (training).
         seed: base seed of the shuffling.
         force_loader: always go through a ``DataLoader`` (e.g. for per-sample augmentation).
+        rank, world_size: multi-process training: every process draws the same epoch order and
+            takes every ``world_size``-th sample from position ``rank`` (as ``DistributedSampler``);
+            with ``drop_last`` all shards have the same length, so all processes step together.
     """
 
     def __init__(
@@ -51,6 +54,8 @@ class BatchSource:
         seed: int = 0,
         force_loader: bool = False,
         num_workers: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
@@ -58,16 +63,25 @@ class BatchSource:
         self.drop_last = drop_last
         self.seed = seed
         self.num_workers = num_workers
+        self.rank = rank
+        self.world_size = world_size
         self._memory = None if force_loader else materialise(dataset)
         self._resized: dict[int, torch.Tensor] = {}
 
-    def __len__(self) -> int:
+    def _shard_size(self) -> int:
         n = len(self.dataset)  # type: ignore[arg-type]
+        if self.world_size == 1:
+            return n
+        return n // self.world_size if self.drop_last else len(range(self.rank, n, self.world_size))
+
+    def __len__(self) -> int:
+        n = self._shard_size()
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     @property
     def num_samples(self) -> int:
-        return len(self) * self.batch_size if self.drop_last else len(self.dataset)  # type: ignore[arg-type]
+        """Samples this process sees per epoch."""
+        return len(self) * self.batch_size if self.drop_last else self._shard_size()
 
     def _images_at(self, resolution: int) -> torch.Tensor:
         assert self._memory is not None
@@ -80,6 +94,9 @@ class BatchSource:
         n = len(self.dataset)  # type: ignore[arg-type]
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        if self.world_size > 1:
+            keep = (n // self.world_size) * self.world_size if self.drop_last else n
+            order = order[:keep][self.rank :: self.world_size]
         if self._memory is not None:
             images, targets = self._images_at(resolution), self._memory[1]
             for i in range(len(self)):

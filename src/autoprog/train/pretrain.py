@@ -28,6 +28,7 @@ from autoprog.checkpoint import save_checkpoint
 from autoprog.controller import EpochSpec, Event, GrowthController, create_plan
 from autoprog.data import class_balanced_subset, load_dataset
 from autoprog.data.augment import RandAugmentDataset
+from autoprog.distributed import DistContext, init_distributed, parameter_digest, shutdown_distributed
 from autoprog.errors import ConfigError
 from autoprog.flops import FlopTable
 from autoprog.growth.operators import create_operator
@@ -81,8 +82,10 @@ def evaluate(
     resolution: int,
     prep: Callable[[torch.Tensor], torch.Tensor],
     device: torch.device,
+    ctx: DistContext | None = None,
 ) -> float:
-    """Top-1 accuracy (percent) of ``model`` on every sample of ``source`` at ``resolution``."""
+    """Top-1 accuracy (percent) of ``model`` on every sample of ``source`` at ``resolution``
+    (multi-process: each process counts its shard of ``source``, the counts are summed)."""
     was_training = model.training
     model.eval()
     correct = total = 0
@@ -91,6 +94,8 @@ def evaluate(
         correct += int((logits.argmax(-1).cpu() == y).sum())
         total += len(y)
     model.train(was_training)
+    if ctx is not None:
+        correct, total = ctx.all_reduce_sum([correct, total])
     return 100.0 * correct / max(1, total)
 
 
@@ -99,14 +104,35 @@ def _print(message: str) -> None:
 
 
 def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = _print) -> dict[str, Any]:
-    """Run one pre-training job and return (and write) its summary."""
+    """Run one pre-training job and return (and write) its summary.
+
+    Under ``torchrun`` / ``accelerate launch`` every process runs this with the same ``cfg``: data is
+    sharded, the model trains in DDP, decisions are rank 0's, and rank 0 writes the results.
+    """
     cfg.validate()
+    joined = torch.distributed.is_available() and torch.distributed.is_initialized()
+    ctx = init_distributed(
+        "cuda"
+        if (cfg.device or "").startswith("cuda") or (not cfg.device and torch.cuda.is_available())
+        else "cpu"
+    )
+    try:
+        return _pretrain(cfg, log if ctx.is_main else (lambda _msg: None), ctx)
+    finally:
+        if not joined:
+            shutdown_distributed()
+
+
+def _pretrain(cfg: PretrainConfig, log: Callable[[str], None], ctx: DistContext) -> dict[str, Any]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if cfg.device:
+        device = torch.device(cfg.device)
+    else:
+        device = torch.device("cuda", ctx.local_rank) if torch.cuda.is_available() else torch.device("cpu")
 
     # Setup data: a class-balanced training subset, a validation split carved from the unused
     # training images (no tuning on the test split), and the test split.
@@ -124,16 +150,20 @@ def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = _print) -> dict[s
     def make_train_source(randaug: str | None) -> BatchSource:
         data = RandAugmentDataset(train_set, randaug) if randaug else train_set
         return BatchSource(
-            data, cfg.batch_size, shuffle=True, drop_last=True, seed=cfg.seed, force_loader=bool(randaug)
-        )
+            data, cfg.batch_size, shuffle=True, drop_last=True, seed=cfg.seed, force_loader=bool(randaug),
+            rank=ctx.rank, world_size=ctx.world_size,
+        )  # fmt: skip
 
     train_src = make_train_source(cfg.randaug)
     if len(train_src) == 0:
         raise ConfigError(
             f"the training set ({len(train_set)} images) is smaller than one batch ({cfg.batch_size})"
         )
-    val_src = BatchSource(val_set, 512, shuffle=False, drop_last=False) if val_set is not None else None
-    test_src = BatchSource(test_set, 512, shuffle=False, drop_last=False)
+    shard = {"rank": ctx.rank, "world_size": ctx.world_size}
+    val_src = (
+        BatchSource(val_set, 512, shuffle=False, drop_last=False, **shard) if val_set is not None else None
+    )
+    test_src = BatchSource(test_set, 512, shuffle=False, drop_last=False, **shard)
     mean = torch.tensor(info.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(info.std, device=device).view(1, -1, 1, 1)
 
@@ -173,10 +203,20 @@ def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = _print) -> dict[s
         f"{cfg.data}: {len(train_set)} train / {len(val_set) if val_set is not None else 0} val / {len(test_set)} test | "
         f"{cfg.epochs} epochs x {steps_per_epoch} steps | {len(plan)} stage(s) | device {device}"
     )
-    log_file = (out / "log.jsonl").open("w")
+    # Rank 0 writes the log; with several processes each also keeps a short log of its stages and
+    # searches with a digest of its parameters (all equal when the processes agree).
+    log_file = (out / "log.jsonl").open("w") if ctx.is_main else None
+    rank_file = None
+    if ctx.distributed:
+        (out / "ranks").mkdir(exist_ok=True)
+        rank_file = (out / "ranks" / f"rank{ctx.rank}.jsonl").open("w")
 
     def emit(record: dict[str, Any]) -> None:
-        log_file.write(json.dumps(record) + "\n")
+        if log_file is not None:
+            log_file.write(json.dumps(record) + "\n")
+        if rank_file is not None and record["event"] in ("stage", "search"):
+            same = {k: v for k, v in record.items() if not k.endswith("_time_s")}  # timings are per process
+            rank_file.write(json.dumps({**same, "param_digest": parameter_digest(ctl.model)}) + "\n")
 
     # The controller owns what changes shape (model, momentum copy, optimizer) and decides the
     # schedule; this loop owns data, loss, learning rate and logging.
@@ -222,14 +262,25 @@ def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = _print) -> dict[s
         recycle=cfg.recycle,
         seed=cfg.seed,
         device=device,
+        broadcast=ctx.broadcast,
     )
+    wrapped: tuple[int, nn.Module] | None = None  # (the controller's version it was wrapped at, the module)
+
+    def train_module(supernet: bool) -> nn.Module:
+        """The module of the training forward: the model, in DDP when distributed, wrapped anew
+        after each change of the model."""
+        nonlocal wrapped
+        if wrapped is None or wrapped[0] != ctl.version:
+            wrapped = (ctl.version, ctx.wrap(ctl.model, find_unused_parameters=supernet))
+        return wrapped[1]
+
     step = 0  # optimizer steps in the budget
     train_time = 0.0
     train_flops = 0
 
     def train_step(x: torch.Tensor, y: torch.Tensor, lr_step: int) -> float:
         """One optimizer step on a prepared batch; returns the loss."""
-        model, optimizer = ctl.model, ctl.optimizer
+        model, optimizer = train_module(ctl.skips_blocks), ctl.optimizer
         set_lr(optimizer, cosine_lr(lr_step, total_steps, cfg.lr, warmup_steps, cfg.min_lr))
         y_soft = None
         if eraser is not None:
@@ -282,7 +333,8 @@ def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = _print) -> dict[s
                   "in_budget": spec.in_budget})  # fmt: skip
             if spec.in_budget:
                 step += 1
-        return sum(losses) / len(losses), time.perf_counter() - t0
+        total, n = ctx.all_reduce_sum([sum(losses), len(losses)])  # the epoch's loss over all processes
+        return total / n, time.perf_counter() - t0
 
     # The stages: the plan says what to train; a search (AutoProg-One) decides on the way.
     stage_stats: list[dict[str, Any]] = []
@@ -311,7 +363,9 @@ def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = _print) -> dict[s
                 log(f"  stage {k}: supernet over {len(event.detail['candidates'])} candidates for "
                     f"{event.detail['epochs']} epoch(s)" + ("" if cfg.recycle else " (not recycled)"))  # fmt: skip
         if spec.first_of_stage and not spec.supernet and k > 0:
-            log(f"  stage {k}: depth {spec.config.depth}, resolution {spec.config.resolution} ({operator.name})")
+            log(
+                f"  stage {k}: depth {spec.config.depth}, resolution {spec.config.resolution} ({operator.name})"
+            )
         if spec.first_of_stage and not spec.supernet:
             emit({"event": "stage", "stage": k, "epoch": spec.epoch, "step": step, "resolution": spec.config.resolution,
                   "depth": spec.config.depth, "params": count_params(ctl.model)})  # fmt: skip
@@ -323,7 +377,7 @@ def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = _print) -> dict[s
         else:
             t_eval = time.perf_counter()
             val_top1 = (
-                evaluate(ctl.model, val_src, spec.config.resolution, prep, device)
+                evaluate(ctl.model, val_src, spec.config.resolution, prep, device, ctx)
                 if val_src is not None
                 else None
             )
@@ -333,7 +387,7 @@ def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = _print) -> dict[s
             log(
                 f"  epoch {spec.epoch + 1}/{cfg.epochs} stage {k} [{spec.config.resolution}px d{spec.config.depth}] "
                 f"loss {loss:.4f} val {'-' if val_top1 is None else f'{val_top1:.2f}'} "
-                f"({dt:.1f}s, {train_src.num_samples / dt:.0f} img/s)"
+                f"({dt:.1f}s, {train_src.num_samples * ctx.world_size / dt:.0f} img/s)"
             )
         for event in ctl.end_epoch():
             if event.kind == "search":
@@ -348,30 +402,37 @@ def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = _print) -> dict[s
                 done = ctl.stages[-1]
                 stage_stats.append({**done.__dict__, "wall_clock_s": stage_time, "train_flops_cumulative": train_flops,
                                     "params": count_params(ctl.model)})  # fmt: skip
-                save_checkpoint(
-                    {
-                        "model": ctl.model.state_dict(),
-                        "ema": ctl.ema.state_dict() if ctl.ema is not None else None,
-                        "optimizer": ctl.optimizer.state_dict(),
-                        "epoch": ctl.epoch,
-                        "step": step,
-                        "stage": k,
-                        "schedule": ctl.schedule.to_list(),
-                        "config": cfg.to_dict(),
-                    },
-                    out / "checkpoints" / f"stage{k}.pt",
-                )
+                if ctx.is_main:
+                    save_checkpoint(
+                        {
+                            "model": ctl.model.state_dict(),
+                            "ema": ctl.ema.state_dict() if ctl.ema is not None else None,
+                            "optimizer": ctl.optimizer.state_dict(),
+                            "epoch": ctl.epoch,
+                            "step": step,
+                            "stage": k,
+                            "schedule": ctl.schedule.to_list(),
+                            "config": cfg.to_dict(),
+                        },
+                        out / "checkpoints" / f"stage{k}.pt",
+                    )
     model, ema, searches = ctl.model, ctl.ema, ctl.searches
-    log_file.close()
+    for f in (log_file, rank_file):
+        if f is not None:
+            f.close()
     schedule = ctl.schedule
 
     # Final evaluation on the test split, at full resolution.
     full_res = adapter.full.resolution
-    top1 = evaluate(model, test_src, full_res, prep, device)
+    top1 = evaluate(model, test_src, full_res, prep, device, ctx)
     top1_ema = (
-        evaluate(ema.module, test_src, full_res, prep, device) if ema is not None and cfg.eval_ema else None
+        evaluate(ema.module, test_src, full_res, prep, device, ctx)
+        if ema is not None and cfg.eval_ema
+        else None
     )
-    full_flops = flops(adapter.full) * train_src.num_samples * cfg.epochs
+    # FLOPs of all processes together (each counted its own samples).
+    train_flops = int(ctx.all_reduce_sum([float(train_flops)])[0])
+    full_flops = flops(adapter.full) * train_src.num_samples * ctx.world_size * cfg.epochs
     summary: dict[str, Any] = {
         "method": cfg.method,
         "model": cfg.model,
@@ -395,10 +456,11 @@ def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = _print) -> dict[s
         "full_depth": adapter.full.depth,
         "full_resolution": full_res,
         "config": cfg.to_dict(),
-        "environment": environment(device),
+        "environment": {**environment(device), "world_size": ctx.world_size},
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    torch.save(model.state_dict(), out / "model.pt")
+    if ctx.is_main:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        torch.save(model.state_dict(), out / "model.pt")
     log(
         f"  done: top-1 {top1:.2f}% | {train_time:.1f}s | FLOPs {train_flops / full_flops:.3f} of full | {out}/summary.json"
     )
