@@ -43,7 +43,9 @@ def torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
 
 
 def rank_logs(out: Path) -> list[list[dict]]:
-    return [[json.loads(x) for x in (out / "ranks" / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
+    return [
+        [json.loads(x) for x in (out / "ranks" / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)
+    ]
 
 
 @pytest.mark.slow
@@ -83,7 +85,9 @@ def test_autoprog_one_under_torchrun_takes_one_decision(fmnist_dir, tmp_path):
 def test_shards_are_disjoint_equal_and_cover_the_epoch():
     data = torch.utils.data.TensorDataset(torch.zeros(103, 1, 4, 4, dtype=torch.uint8), torch.arange(103))
     data.images, data.targets = data.tensors  # in memory, as the built-in datasets
-    shards = [BatchSource(data, 10, shuffle=True, drop_last=True, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    shards = [
+        BatchSource(data, 10, shuffle=True, drop_last=True, seed=3, rank=r, world_size=2) for r in (0, 1)
+    ]
     seen = [torch.cat([y for _, y in s.epoch(5, 4)]) for s in shards]
     assert len(shards[0]) == len(shards[1]) == 5  # 51 samples each, 5 full batches
     assert set(seen[0].tolist()).isdisjoint(seen[1].tolist())
@@ -91,7 +95,9 @@ def test_shards_are_disjoint_equal_and_cover_the_epoch():
     order = torch.cat([y for _, y in whole.epoch(5, 4)])
     assert torch.equal(seen[0], order[:102:2][:50]) and torch.equal(seen[1], order[1:102:2][:50])
     evals = [BatchSource(data, 10, shuffle=False, drop_last=False, rank=r, world_size=2) for r in (0, 1)]
-    assert sorted(torch.cat([torch.cat([y for _, y in e.epoch(0, 4)]) for e in evals]).tolist()) == list(range(103))
+    assert sorted(torch.cat([torch.cat([y for _, y in e.epoch(0, 4)]) for e in evals]).tolist()) == list(
+        range(103)
+    )
 
 
 def test_single_process_context_is_a_no_op():
@@ -103,3 +109,27 @@ def test_single_process_context_is_a_no_op():
     assert parameter_digest(model) != parameter_digest(other)
     other.load_state_dict(model.state_dict())
     assert parameter_digest(model) == parameter_digest(other)
+
+
+@pytest.mark.slow
+def test_finetune_under_accelerate_launch_with_bf16(fmnist_dir, tmp_path):
+    """``accelerate launch`` (torchrun underneath; gloo on CPU) with its mixed-precision flag:
+    AutoProg-Zero's unfreezing decisions are rank 0's and both processes hold the same weights."""
+    out = tmp_path / "ft"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "bf16", "--dynamo_backend", "no",
+           "--main_process_port", str(_free_port()), "-m", "autoprog.cli",
+           "finetune", "--model", "dit-tiny", "--data", "fashion-mnist", "--data-dir", str(fmnist_dir),
+           "--method", "autoprog-zero", "--steps", "12", "--batch-size", "8", "--fid-samples", "0",
+           "--time-repeats", "1", "--out", str(out), "--progress", "off"]  # fmt: skip
+    p = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    r0, r1 = rank_logs(out)
+    assert r0 == r1
+    assert [r["stage"] for r in r0 if r["event"] == "search"] == [0, 1, 2]
+    assert len([r for r in r0 if r["event"] == "stage"]) == 4
+    s = json.loads((out / "summary.json").read_text())
+    assert s["mixed_precision"] == "bf16" and s["environment"]["world_size"] == 2
+    assert s["schedule"][-1]["level"] == 4 and 0 < s["flops_ratio"] < 1

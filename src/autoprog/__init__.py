@@ -8,8 +8,9 @@ EMA, FLOP accounting) is model-agnostic; model knowledge lives in :mod:`autoprog
 __version__ = "0.1.0"
 
 from autoprog.adapters import ModelAdapter, TimmViTAdapter, create_adapter, resample_pos_embed  # noqa: E402
+from autoprog.controller import EpochSpec, Event, GrowthController, PlannedStage, create_plan  # noqa: E402
 from autoprog.ema import ModelEma  # noqa: E402
-from autoprog.errors import AutoprogError, ConfigError, DatasetNotFoundError  # noqa: E402
+from autoprog.errors import AutoprogError, CheckpointError, ConfigError, DatasetNotFoundError  # noqa: E402
 from autoprog.flops import FlopTable, count_train_flops  # noqa: E402
 from autoprog.growth import (  # noqa: E402
     OPERATORS,
@@ -43,6 +44,11 @@ from autoprog.unfreeze import (  # noqa: E402
 )
 
 __all__ = [
+    "EpochSpec",
+    "Event",
+    "GrowthController",
+    "PlannedStage",
+    "create_plan",
     "UnfreezeConfig",
     "UnfreezeSchedule",
     "UnfreezeSpace",
@@ -55,6 +61,7 @@ __all__ = [
     "zico",
     "OPERATORS",
     "AutoprogError",
+    "CheckpointError",
     "ConfigError",
     "DatasetNotFoundError",
     "FlopTable",

@@ -1,7 +1,10 @@
 """The ``autoprog`` command line: ``pretrain``, ``finetune``, ``source``, ``bench pretrain|finetune``, ``report``.
 
-Errors caused by the input (bad names, missing data, invalid numbers) print one line and exit 2;
-``--debug`` shows the traceback instead.
+Errors caused by the input (bad names, missing data, invalid numbers, a bad command line) print one
+line, ``autoprog: error: ...``, and exit 2; ``--debug`` (before or after the subcommand) shows the
+traceback instead. ``pretrain`` and ``finetune`` check the whole configuration, and refuse an
+``--out`` folder that already holds a finished run unless ``--overwrite`` is given, before any work
+starts. See ``docs/errors.md`` for every message.
 """
 
 from __future__ import annotations
@@ -9,10 +12,17 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from autoprog.errors import AutoprogError
 from autoprog.growth.operators import OPERATORS
-from autoprog.train.config import FINETUNE_METHODS, PRETRAIN_METHODS, FinetuneConfig, PretrainConfig
+from autoprog.train.config import (
+    FINETUNE_METHODS,
+    PRETRAIN_METHODS,
+    FinetuneConfig,
+    PretrainConfig,
+    check_out_dir,
+)
 
 _PRETRAIN_FIELDS = {
     "model", "data", "data_dir", "test_subset", "method", "epochs", "out", "train_subset", "val_size", "seed", "ratio",
@@ -20,6 +30,22 @@ _PRETRAIN_FIELDS = {
     "warmup_epochs", "label_smoothing", "drop_path", "ema_decay", "mixup", "cutmix", "randaug", "reprob", "adaptive_reg", "amp",
     "device", "threads", "eval_ema",
 }  # fmt: skip
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (``autoprog: error: ...``, exit 2) instead of usage + error."""
+
+    def error(self, message: str) -> NoReturn:
+        message = " ".join(message.split())
+        self.exit(2, f"autoprog: error: {message} (see: {self.prog} --help)\n")
+
+
+def _add_overwrite_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a finished run in --out (default: refuse when --out holds a summary.json)",
+    )
 
 
 def _add_train_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -> None:
@@ -32,6 +58,7 @@ def _add_train_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -> N
     if not for_bench:
         p.add_argument("--method", default=d.method, choices=PRETRAIN_METHODS)
         p.add_argument("--out", required=True, help="run directory (summary.json, log.jsonl, checkpoints)")
+        _add_overwrite_arg(p)
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument(
         "--train-subset",
@@ -140,6 +167,7 @@ def _add_finetune_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -
         p.add_argument(
             "--out", required=True, help="run directory (summary.json, log.jsonl, samples.png, model/)"
         )
+        _add_overwrite_arg(p)
     p.add_argument("--steps", type=int, default=d.steps, help="optimizer steps (default: %(default)s)")
     p.add_argument(
         "--sid",
@@ -191,6 +219,12 @@ def _add_finetune_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -
     )
     p.add_argument("--sample-steps", type=int, default=d.sample_steps, help="DDIM steps for sampling")
     p.add_argument("--guidance", type=float, default=d.guidance, help="classifier-free guidance scale")
+    p.add_argument(
+        "--mixed-precision",
+        choices=("no", "bf16", "fp16"),
+        default=None,
+        help="autocast dtype (default: what accelerate launch --mixed_precision set, else no)",
+    )
     p.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument(
@@ -217,9 +251,9 @@ def _add_bench_args(p: argparse.ArgumentParser, kind: str, methods: str, example
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="autoprog", description="Automated progressive learning for vision models"
-    )
+    parser = _Parser(prog="autoprog", description="Automated progressive learning for vision models")
+    # Its own dest: a subcommand's --debug default (False) would otherwise overwrite this one's value.
+    parser.add_argument("--debug", dest="debug_all", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("pretrain", help="pre-train a model with a (progressive) method")
@@ -274,7 +308,7 @@ def _finetune_config(args: argparse.Namespace, **override) -> FinetuneConfig:
     values = {k: v for k, v in vars(args).items() if k in fields}
     values["progress"] = {"on": True, "off": False}.get(getattr(args, "progress", "auto"))
     values.update(override)
-    keep_none = {"sid", "progress", "data_dir", "device", "threads"}
+    keep_none = {"sid", "progress", "data_dir", "device", "threads", "mixed_precision"}
     return FinetuneConfig(**{k: v for k, v in values.items() if v is not None or k in keep_none})
 
 
@@ -283,13 +317,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "pretrain":
+            cfg = _pretrain_config(args)
+            cfg.validate()
+            check_out_dir(cfg.out, overwrite=args.overwrite)
             from autoprog.train.pretrain import pretrain
 
-            pretrain(_pretrain_config(args))
+            pretrain(cfg)
         elif args.command == "finetune":
+            fcfg = _finetune_config(args)
+            fcfg.validate()
+            check_out_dir(fcfg.out, overwrite=args.overwrite)
             from autoprog.train.finetune import finetune
 
-            finetune(_finetune_config(args))
+            finetune(fcfg)
         elif args.command == "source":
             from autoprog.train.source import make_source
 
@@ -308,13 +348,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_report(args)
         return 0
     except AutoprogError as e:
-        if args.debug:
+        if args.debug_all or getattr(args, "debug", False):
             raise
-        print(f"autoprog: error: {e}", file=sys.stderr)
+        print(f"autoprog: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("autoprog: interrupted", file=sys.stderr)
         return 130
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (its type name when it has none)."""
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 if __name__ == "__main__":

@@ -108,7 +108,7 @@ def create_plan(
 class Event:
     """Something that changed the model or decided the schedule; the loop re-reads model/optimizer.
 
-    ``kind``: ``"grow"`` (fixed growth), ``"supernet"`` (an elastic supernet replaced the model),
+    ``kind``: ``"grow"`` (fixed growth), ``"supernet"`` (the model became an elastic supernet, in place),
     ``"search"`` (a stage's sub-network was chosen; ``detail`` is the search record),
     ``"stage_end"``.
     """
@@ -497,10 +497,11 @@ class GrowthController:
             self.ema.module.to(self.device or next(self.model.parameters()).device)
             self.ema.rebuild(self.model)
         old_state = state_by_name(self.optimizer) if old_state is None else old_state
-        lr = self.optimizer.param_groups[0]["lr"]
+        old_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self.optimizer = self.optimizer_factory(self.model)
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr
+        new_groups = self.optimizer.param_groups
+        for i, g in enumerate(new_groups):  # per group when the layout is the same, else the first's
+            g["lr"] = old_lrs[i] if len(old_lrs) == len(new_groups) else old_lrs[0]
         if self.carry_optimizer_state:
             carry_state(old_state, self.optimizer, name_map)
         self.version += 1

@@ -16,8 +16,10 @@ plain DDP:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -75,7 +77,6 @@ class DistContext:
             model,
             device_ids=device_ids,
             find_unused_parameters=find_unused_parameters,
-            broadcast_buffers=False,
         )
 
     def barrier(self) -> None:
@@ -115,4 +116,31 @@ def parameter_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-__all__ = ["DistContext", "init_distributed", "parameter_digest", "shutdown_distributed"]
+class RankLog:
+    """Each process's own record of its decisions: ``OUT/ranks/rank{r}.jsonl`` (multi-process only).
+
+    Every record (a stage start, a search) is written with a digest of the process's parameters and
+    without per-process timings (keys ending in ``_time_s``), so the files of all processes are equal
+    exactly when they took the same decisions and hold the same weights.
+    """
+
+    def __init__(self, out: str | os.PathLike, ctx: DistContext) -> None:
+        self._file = None
+        if ctx.distributed:
+            folder = Path(out) / "ranks"
+            folder.mkdir(parents=True, exist_ok=True)
+            self._file = (folder / f"rank{ctx.rank}.jsonl").open("w")
+
+    def write(self, record: dict[str, Any], model: nn.Module) -> None:
+        if self._file is None:
+            return
+        same = {k: v for k, v in record.items() if not k.endswith("_time_s")}
+        self._file.write(json.dumps({**same, "param_digest": parameter_digest(model)}) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+__all__ = ["DistContext", "RankLog", "init_distributed", "parameter_digest", "shutdown_distributed"]

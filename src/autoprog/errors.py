@@ -13,3 +13,8 @@ class DatasetNotFoundError(AutoprogError):
 
 class ConfigError(AutoprogError, ValueError):
     """An invalid configuration value (bad name, out-of-range number, mismatched schedule)."""
+
+
+class CheckpointError(AutoprogError):
+    """A checkpoint file cannot be loaded (missing, truncated, corrupted, not a checkpoint, or holding
+    pickled objects that ``weights_only`` loading refuses); the message names the file and why."""

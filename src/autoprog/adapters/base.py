@@ -7,6 +7,7 @@ family implements it (``timm_vit.py`` for timm ViT / DeiT).
 
 from __future__ import annotations
 
+import difflib
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -82,21 +83,53 @@ def create_adapter(
     from autoprog.adapters.timm_vit import TimmViTAdapter
     from autoprog.adapters.torchvision_resnet import TorchvisionResNetAdapter
 
+    check_model_name(model)
     if model.startswith("resnet"):
         return TorchvisionResNetAdapter(model, img_size=img_size, in_chans=in_chans, num_classes=num_classes, depth=depth)
-    if model.startswith(("vit_", "deit_", "deit3_")):
-        return TimmViTAdapter(
-            model,
-            img_size=img_size,
-            in_chans=in_chans,
-            num_classes=num_classes,
-            patch_size=patch_size,
-            depth=depth,
-            drop_path_rate=drop_path_rate,
-        )
+    return TimmViTAdapter(
+        model,
+        img_size=img_size,
+        in_chans=in_chans,
+        num_classes=num_classes,
+        patch_size=patch_size,
+        depth=depth,
+        drop_path_rate=drop_path_rate,
+    )
+
+
+#: Name prefixes of the timm models :class:`~autoprog.adapters.timm_vit.TimmViTAdapter` takes.
+VIT_PREFIXES: tuple[str, ...] = ("vit_", "deit_", "deit3_")
+
+
+def check_model_name(model: str) -> None:
+    """Raise :class:`ConfigError` unless ``model`` names a model family an adapter exists for.
+
+    Cheap (builds nothing), so configurations check names before any data is read: a torchvision
+    ResNet name, or a registered timm ViT/DeiT name. Whether a timm model can really be grown is
+    only known once its adapter builds it (see :class:`~autoprog.adapters.timm_vit.TimmViTAdapter`).
+    """
+    if not isinstance(model, str):
+        raise ConfigError(f"--model must be a model name, got {model!r}")
+    if model.startswith("resnet"):
+        from autoprog.adapters.torchvision_resnet import _SPECS
+
+        if model not in _SPECS:
+            raise ConfigError(f"unknown ResNet {model!r}; choose from {', '.join(_SPECS)}")
+        return
+    if model.startswith(VIT_PREFIXES):
+        import timm
+
+        if not timm.is_model(model):
+            close = difflib.get_close_matches(model, timm.list_models([p + "*" for p in VIT_PREFIXES]), n=3)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise ConfigError(
+                f"unknown timm model {model!r}; {hint}any timm ViT/DeiT name works "
+                "(list them with: python -c \"import timm; print(timm.list_models('vit_*'))\")"
+            )
+        return
     raise ConfigError(
         f"unknown model {model!r}: use a timm Vision Transformer name such as vit_tiny_patch16_224, "
-        "vit_small_patch16_224 or deit_tiny_patch16_224, or a torchvision ResNet (resnet18, resnet50)"
+        "vit_small_patch16_224 or deit_tiny_patch16_224, or a torchvision ResNet (resnet18, resnet34, resnet50, resnet101)"
     )
 
 

@@ -32,6 +32,11 @@ from autoprog.errors import ConfigError, DatasetNotFoundError
 BLOCKS = "transformer.transformer_blocks"
 
 
+#: ``_class_name`` values of a diffusers DiT's ``config.json`` (``Transformer2DModel`` in older
+#: pipelines such as ``facebook/DiT-XL-2-256``).
+DIT_CLASS_NAMES: tuple[str, ...] = ("DiTTransformer2DModel", "Transformer2DModel")
+
+
 def _require_diffusers():
     try:
         import diffusers
@@ -69,10 +74,18 @@ def create_dit(
     )
 
 
-def load_dit(path: str | os.PathLike[str]) -> nn.Module:
-    """``DiTTransformer2DModel.from_pretrained(path)``: a local diffusers folder (``config.json`` +
-    weights), or a pipeline folder with a ``transformer/`` subfolder (as ``facebook/DiT-XL-2-256``)."""
-    diffusers = _require_diffusers()
+def check_dit_folder(path: str | os.PathLike[str]) -> Path:
+    """The folder ``from_pretrained`` should read for ``path``, after checks that build nothing.
+
+    ``path`` is a diffusers DiT folder (``config.json`` + weights) or a pipeline folder with a
+    ``transformer/`` subfolder. The class is checked first: ``from_pretrained`` would build a
+    *random* DiT from another model's folder (a UNet's, say) and only log that none of its weights
+    were used. An unconditional DiT is refused (fine-tuning needs the class embedder).
+
+    Raises:
+        DatasetNotFoundError: no ``config.json`` there.
+        ConfigError: not a (class-conditional) diffusers DiT, or no weights file.
+    """
     p = Path(path)
     if (p / "transformer" / "config.json").is_file():
         p = p / "transformer"
@@ -81,7 +94,40 @@ def load_dit(path: str | os.PathLike[str]) -> nn.Module:
             f"no diffusers model at {path} (expected config.json); make the default source with "
             "`autoprog source` or pass a folder saved by save_pretrained"
         )
-    return diffusers.DiTTransformer2DModel.from_pretrained(str(p))
+    try:
+        config = json.loads((p / "config.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{p / 'config.json'} is not a readable model config: {e}") from None
+    kind = config.get("_class_name") if isinstance(config, dict) else None
+    if not isinstance(config, dict) or kind not in (None, *DIT_CLASS_NAMES):
+        raise ConfigError(
+            f"{path} holds a {kind or 'config without a model class'}, not a diffusers DiT "
+            f"({' / '.join(DIT_CLASS_NAMES)}): autoprog unfreezes a DiT's transformer_blocks and "
+            "needs its class embedder"
+        )
+    if "num_embeds_ada_norm" in config and config["num_embeds_ada_norm"] is None:
+        raise ConfigError(
+            f"{path} is an unconditional DiT (num_embeds_ada_norm is null): autoprog fine-tunes "
+            "class-conditional DiTs (it needs the class embedder for classifier-free guidance)"
+        )
+    if not any(f.name.startswith("diffusion_pytorch_model") for f in p.iterdir()):
+        raise ConfigError(
+            f"{p} has a config.json but no weights (diffusion_pytorch_model.safetensors or .bin)"
+        )
+    return p
+
+
+def load_dit(path: str | os.PathLike[str]) -> nn.Module:
+    """``DiTTransformer2DModel.from_pretrained(path)``: a local diffusers folder (``config.json`` +
+    weights), or a pipeline folder with a ``transformer/`` subfolder (as ``facebook/DiT-XL-2-256``),
+    checked by :func:`check_dit_folder` first."""
+    diffusers = _require_diffusers()
+    p = check_dit_folder(path)
+    try:
+        return diffusers.DiTTransformer2DModel.from_pretrained(str(p))
+    except (OSError, ValueError, TypeError, RuntimeError, KeyError) as e:
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise ConfigError(f"cannot load the DiT in {p}: {first}") from e
 
 
 class _StageAwareLabelEmbedding(nn.Module):

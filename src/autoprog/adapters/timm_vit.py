@@ -97,7 +97,10 @@ class TimmViTAdapter:
         try:
             model = timm.create_model(self.model_name, pretrained=False, **kwargs)
         except TypeError as e:
-            raise ConfigError(f"timm model {self.model_name!r} does not take these options: {e}") from e
+            raise ConfigError(
+                f"timm model {self.model_name!r} does not take the options autoprog needs to grow it ({e}); "
+                "use a plain timm VisionTransformer such as vit_tiny_patch16_224 or deit_small_patch16_224"
+            ) from e
         if not isinstance(model, VisionTransformer) or not isinstance(getattr(model, "blocks", None), nn.Sequential):
             raise ConfigError(
                 f"model {self.model_name!r} is not a timm VisionTransformer with a `blocks` Sequential: "

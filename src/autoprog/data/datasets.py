@@ -37,6 +37,7 @@ __all__ = [
     "ImageFolderDataset",
     "SubsetDataset",
     "TensorImageDataset",
+    "check_dataset_name",
     "class_balanced_subset",
     "load_dataset",
     "load_image",
@@ -311,6 +312,7 @@ def load_dataset(
     """
     if split not in ("train", "test"):
         raise ConfigError(f"unknown split {split!r}: choose 'train' or 'test'")
+    check_dataset_name(name)
     if image_size is not None:
         _check_image_size(image_size)
     if in_chans is not None:
@@ -333,6 +335,23 @@ def load_dataset(
     else:
         raise ConfigError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
     return _adapt(dataset, image_size, in_chans)
+
+
+def check_dataset_name(name: str) -> None:
+    """Raise :class:`ConfigError` unless ``name`` is one of :data:`DATASETS` (reads no file).
+
+    Configurations call it so that a misspelt ``--data`` fails before anything is loaded; whether
+    the dataset's files are there is :func:`load_dataset`'s business (:class:`DatasetNotFoundError`).
+    """
+    if not isinstance(name, str):
+        raise ConfigError(f"--data must be a dataset name, got {name!r}")
+    stripped = name.strip()
+    if stripped[: len("imagefolder:")].lower() == "imagefolder:":
+        if not stripped[len("imagefolder:") :]:
+            raise ConfigError("imagefolder needs a path: imagefolder:PATH, PATH holding train/ and val/")
+        return
+    if stripped.lower() not in [d for d in DATASETS if not d.startswith("imagefolder:")]:
+        raise ConfigError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
 
 
 def class_balanced_subset(dataset: Dataset, n: int, seed: int) -> SubsetDataset:

@@ -169,7 +169,7 @@ class GrowthSchedule:
         keys = ("stage", "start_epoch", "end_epoch", "resolution", "depth")
         try:
             return cls([Stage(**{k: int(d[k]) for k in keys}) for d in items])
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:  # OverflowError: int(inf)
             raise ConfigError(f"not a growth schedule (each stage needs {', '.join(keys)}): {e}") from e
 
     @classmethod

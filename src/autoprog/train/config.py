@@ -1,9 +1,20 @@
-"""Configuration of a pre-training run: a plain dataclass the CLI fills and ``summary.json`` records."""
+"""Configuration of a pre-training run: a plain dataclass the CLI fills and ``summary.json`` records.
+
+``validate()`` checks every field before any work starts and raises :class:`ConfigError` with a
+one-line message naming the option (``--epochs``, ...) and the value; it builds no model and reads
+no data (only a ``--schedule`` file, which is small). The CLI prints that message without a
+traceback; library users get the same errors from :func:`~autoprog.train.pretrain.pretrain` and
+:func:`~autoprog.train.finetune.finetune`, which call ``validate()`` first.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Literal
+import json
+import math
+import numbers
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
 
 from autoprog.errors import ConfigError
 
@@ -64,32 +75,61 @@ class PretrainConfig:
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
+        """Raise :class:`ConfigError` (one line: the option, the value, what is valid) on the first bad field."""
+        from autoprog.adapters.base import VIT_PREFIXES, check_model_name
+        from autoprog.data.datasets import check_dataset_name
+        from autoprog.growth.operators import OPERATORS
+
+        _check_field_types(self)
         if self.method not in PRETRAIN_METHODS:
             raise ConfigError(f"unknown method {self.method!r}; choose from {', '.join(PRETRAIN_METHODS)}")
+        if self.operator not in OPERATORS:
+            raise ConfigError(
+                f"unknown operator {self.operator!r}; choose from {', '.join(sorted(OPERATORS))}"
+            )
         if self.optimizer_state not in ("carry", "reset"):
             raise ConfigError(f"--optimizer-state must be carry or reset, got {self.optimizer_state!r}")
-        if self.epochs < 1:
-            raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
-        if not 0.0 < self.ratio <= 1.0:
-            raise ConfigError(f"--ratio must be in (0, 1], got {self.ratio}")
-        if self.stages < 1:
-            raise ConfigError(f"--stages must be >= 1, got {self.stages}")
+        check_model_name(self.model)
+        check_dataset_name(self.data)
+        _at_least("epochs", self.epochs, 1)
+        _in_interval("ratio", self.ratio, 0.0, 1.0, low_open=True)
+        _at_least("stages", self.stages, 1)
         if self.method != "full" and self.stages > self.epochs:
             raise ConfigError(f"{self.stages} stages need at least {self.stages} epochs, got {self.epochs}")
-        if self.search_epochs < 1 or self.search_samples < 1 or self.search_snapshots < 1:
-            raise ConfigError("--search-epochs, --search-samples and --search-snapshots must be >= 1")
+        for name in ("search_epochs", "search_samples", "search_snapshots"):
+            _at_least(name, getattr(self, name), 1)
         if self.method == "autoprog-one" and self.stages < 2:
             raise ConfigError("autoprog-one needs at least 2 stages (the last one trains the full model)")
-        if self.batch_size < 1:
-            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.test_subset is not None and self.test_subset < 1:
-            raise ConfigError(f"--test-subset must be >= 1, got {self.test_subset}")
-        if self.train_subset is not None and self.train_subset < 1:
-            raise ConfigError(f"--train-subset must be >= 1, got {self.train_subset}")
-        if self.lr <= 0:
-            raise ConfigError(f"--lr must be > 0, got {self.lr}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ConfigError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        _at_least("batch_size", self.batch_size, 1)
+        _at_least("val_size", self.val_size, 0)
+        for name in ("test_subset", "train_subset", "patch_size", "depth", "img_size", "threads"):
+            if getattr(self, name) is not None:
+                _at_least(name, getattr(self, name), 1)
+        if (
+            self.img_size is not None
+            and self.patch_size is not None
+            and self.model.startswith(VIT_PREFIXES)
+            and self.img_size % self.patch_size
+        ):
+            raise ConfigError(
+                f"--img-size {self.img_size} is not a multiple of the patch size {self.patch_size}"
+            )
+        _positive("lr", self.lr)
+        _in_interval("min_lr", self.min_lr, 0.0, math.inf)
+        _in_interval("weight_decay", self.weight_decay, 0.0, math.inf)
+        _in_interval("warmup_epochs", self.warmup_epochs, 0.0, math.inf)
+        _in_interval("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
+        _in_interval("drop_path", self.drop_path, 0.0, 1.0, high_open=True)
+        _in_interval("ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
+        _in_interval("mixup", self.mixup, 0.0, math.inf)
+        _in_interval("cutmix", self.cutmix, 0.0, math.inf)
+        _in_interval("reprob", self.reprob, 0.0, 1.0)
+        if self.randaug is not None:
+            _check_randaug(self.randaug)
+        _check_seed(self.seed)
+        _check_device(self.device)
+        if self.schedule_file is not None:
+            check_schedule_file(self.schedule_file, self.epochs)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -146,6 +186,7 @@ class FinetuneConfig:
     fid_reference: int = 1000
     sample_steps: int = 25
     guidance: float = 1.5
+    mixed_precision: str | None = None
     device: str | None = None
     threads: int | None = None
     progress: bool | None = None
@@ -165,36 +206,246 @@ class FinetuneConfig:
                 out[key.strip()] = float(value)
             except ValueError:
                 raise ConfigError(f"--vote-weights: bad entry {part!r} (want key=number)") from None
+            if not math.isfinite(out[key.strip()]):
+                raise ConfigError(f"--vote-weights: {part!r} is not a finite number")
         if set(out) - {"time", "ntk", "zico"} or "time" not in out:
             raise ConfigError(f"--vote-weights keys are time, ntk, zico (time required), got {sorted(out)}")
         return out
 
     def validate(self) -> None:
+        """Raise :class:`ConfigError` (one line: the option, the value, what is valid) on the first bad field."""
+        from autoprog.adapters.diffusers_dit import check_dit_folder
+        from autoprog.data.datasets import check_dataset_name
+        from autoprog.train.source import SOURCE_RECIPES
+
+        _check_field_types(self)
         if self.method not in FINETUNE_METHODS:
             raise ConfigError(f"unknown method {self.method!r}; choose from {', '.join(FINETUNE_METHODS)}")
-        if self.steps < 1:
-            raise ConfigError(f"--steps must be >= 1, got {self.steps}")
-        if not 0.0 < self.ratio <= 1.0:
-            raise ConfigError(f"--ratio must be in (0, 1], got {self.ratio}")
-        if self.stages < 1 or self.levels < 1:
-            raise ConfigError("--stages and --levels must be >= 1")
+        if self.model not in SOURCE_RECIPES:
+            if not _exists(self.model):
+                raise ConfigError(
+                    f"--model {self.model!r} is neither a folder nor a built-in source ({', '.join(SOURCE_RECIPES)})"
+                )
+            check_dit_folder(self.model)
+        check_dataset_name(self.data)
+        _at_least("steps", self.steps, 1)
+        _in_interval("ratio", self.ratio, 0.0, 1.0, low_open=True)
+        _at_least("stages", self.stages, 1)
+        _at_least("levels", self.levels, 1)
         if self.method in PROGRESSIVE_FINETUNE_METHODS and self.stages > self.steps:
             raise ConfigError(f"{self.stages} stages need at least {self.stages} steps, got {self.steps}")
         if self.method in ("autoprog-one", "autoprog-zero") and self.stages < 2:
             raise ConfigError(f"{self.method} needs at least 2 stages (the last one trains the full model)")
-        if self.batch_size < 1 or self.lr <= 0:
-            raise ConfigError("--batch-size must be >= 1 and --lr > 0")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ConfigError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
-        if not 0.0 <= self.cfg_dropout < 1.0 or not 0.0 <= self.sid_dropout < 1.0:
-            raise ConfigError("--cfg-dropout and --sid-dropout must be in [0, 1)")
-        if self.ntk_samples < 2 or self.zico_batches < 2 or self.time_repeats < 1:
-            raise ConfigError("--ntk-samples and --zico-batches must be >= 2, --time-repeats >= 1")
-        if not 0.0 < self.search_fraction < 1.0:
-            raise ConfigError(f"--search-fraction must be in (0, 1), got {self.search_fraction}")
-        if self.fid_samples < 0:
-            raise ConfigError("--fid-samples must be >= 0 (0 = skip FID)")
+        _at_least("batch_size", self.batch_size, 1)
+        _positive("lr", self.lr)
+        _in_interval("weight_decay", self.weight_decay, 0.0, math.inf)
+        _in_interval("ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
+        _in_interval("cfg_dropout", self.cfg_dropout, 0.0, 1.0, high_open=True)
+        _in_interval("sid_dropout", self.sid_dropout, 0.0, 1.0, high_open=True)
+        _at_least("lora_rank", self.lora_rank, 1)
+        _at_least("ntk_samples", self.ntk_samples, 2)
+        _at_least("zico_batches", self.zico_batches, 2)
+        _at_least("time_repeats", self.time_repeats, 1)
+        _in_interval("search_fraction", self.search_fraction, 0.0, 1.0, low_open=True, high_open=True)
+        if self.fid_samples != 0:
+            if self.fid_samples < 2:
+                raise ConfigError(
+                    f"--fid-samples must be 0 (skip FID) or >= 2, got {_show(self.fid_samples)}"
+                )
+            _at_least("fid_reference", self.fid_reference, 2, note=" (FID statistics need 2 images)")
+        _at_least("sample_steps", self.sample_steps, 1)
+        _in_interval("guidance", self.guidance, 0.0, math.inf)
+        if self.mixed_precision not in (None, "no", "bf16", "fp16"):
+            raise ConfigError(f"--mixed-precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
+        _check_seed(self.seed)
+        if self.threads is not None:
+            _at_least("threads", self.threads, 1)
+        _check_device(self.device)
         self.weights()
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checks shared by both configurations and the CLI. Messages name the command-line option.
+
+
+def check_out_dir(out: str, overwrite: bool = False) -> None:
+    """Refuse an output folder that already holds a finished run (``summary.json``), unless ``overwrite``.
+
+    The CLI calls it before any work starts (``--overwrite`` lifts it), so that a repeated command
+    cannot silently replace a finished run's results. :func:`~autoprog.train.pretrain.pretrain` and
+    :func:`~autoprog.train.finetune.finetune` themselves do not call it: library code that writes
+    into the same folder on purpose keeps working.
+
+    Raises:
+        ConfigError: ``out`` holds ``summary.json`` (and not ``overwrite``), or is not a usable folder.
+    """
+    path = Path(out)
+    try:
+        not_a_folder = path.exists() and not path.is_dir()
+        finished = (path / "summary.json").is_file()
+    except (OSError, ValueError) as e:  # e.g. a NUL byte, or a name too long for the file system
+        raise ConfigError(f"--out {out!r} is not a usable folder ({e})") from None
+    if not_a_folder:
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    if finished and not overwrite:
+        raise ConfigError(
+            f"--out {out} already holds a finished run ({path / 'summary.json'}); "
+            "pass --overwrite to replace it, or choose another --out"
+        )
+
+
+def check_schedule_file(path: str, epochs: int) -> None:
+    """Check that ``path`` holds a growth schedule (a ``summary.json`` or a bare list) over ``epochs`` epochs.
+
+    Whether its resolutions and depths fit the model is checked once the model is known
+    (:func:`~autoprog.train.pretrain.load_schedule_file`).
+    """
+    from autoprog.growth.schedule import GrowthSchedule
+
+    if not _exists(path, file=True):
+        raise ConfigError(f"schedule file {path} does not exist")
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"schedule file {path} is not JSON: {e}") from None
+    items = obj.get("schedule") if isinstance(obj, dict) else obj
+    if not isinstance(items, list):
+        raise ConfigError(
+            f'schedule file {path} holds no schedule: expected a summary.json with a "schedule" list, '
+            "or a bare list of stages"
+        )
+    try:
+        schedule = GrowthSchedule.from_list(items)
+    except ConfigError as e:
+        raise ConfigError(f"schedule file {path}: {e}") from None
+    if schedule.epochs != epochs:
+        raise ConfigError(f"schedule file covers {schedule.epochs} epochs but --epochs is {epochs}")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    text = str(value) if isinstance(value, numbers.Number) and not isinstance(value, bool) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_TYPE_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "bool": "True or False",
+    "dict": "a dict",
+}
+
+
+def _check_field_types(cfg: Any) -> None:
+    """Every field holds a value of its annotated type (ints are not bools; floats may be ints).
+
+    Values that come from the CLI always do; this catches library callers and JSON-loaded configs,
+    so that the range checks below never meet a string or ``None`` and raise a ``TypeError``.
+    """
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        kinds = str(f.type).replace(" ", "").split("|")  # annotations are strings here
+        if value is None and "None" in kinds:
+            continue
+        is_bool = isinstance(value, bool)
+        ok = (
+            ("bool" in kinds and is_bool)
+            or ("int" in kinds and isinstance(value, numbers.Integral) and not is_bool)
+            or ("float" in kinds and isinstance(value, numbers.Real) and not is_bool)
+            or ("str" in kinds and isinstance(value, str))
+            or ("dict" in kinds and isinstance(value, dict))
+        )
+        if not ok:
+            want = " or ".join(_TYPE_WORDS.get(k, k) for k in kinds)
+            raise ConfigError(f"{_flag(f.name)} must be {want}, got {_show(value)}")
+
+
+def _at_least(name: str, value: int, low: int, note: str = "") -> None:
+    """``value >= low`` (an int field: the type check has run)."""
+    if value < low:
+        raise ConfigError(f"{_flag(name)} must be >= {low}, got {_show(value)}{note}")
+
+
+def _finite(value: float) -> bool:
+    """``math.isfinite``, False (not an ``OverflowError``) for an int too large to be a float."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _positive(name: str, value: float) -> None:
+    if not (_finite(value) and value > 0):
+        raise ConfigError(f"{_flag(name)} must be a finite number > 0, got {_show(value)}")
+
+
+def _in_interval(
+    name: str, value: float, low: float, high: float, *, low_open: bool = False, high_open: bool = False
+) -> None:
+    """``low <= value <= high`` (strict at an open end), and not NaN; ``high = inf`` means "no upper bound"."""
+    above = value > low if low_open else value >= low
+    below = value < high if high_open or math.isinf(high) else value <= high
+    if above and below and _finite(value):
+        return
+    if math.isinf(high):
+        raise ConfigError(
+            f"{_flag(name)} must be a finite number {'>' if low_open else '>='} {low:g}, got {_show(value)}"
+        )
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    raise ConfigError(f"{_flag(name)} must be in {interval}, got {_show(value)}")
+
+
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed < 2**63:
+        raise ConfigError(f"--seed must be in 0..2**63-1, got {_show(seed)}")
+
+
+def _check_randaug(text: str) -> None:
+    """Parse a timm RandAugment string now rather than when the first batch is augmented."""
+    if not text.startswith("rand"):
+        raise ConfigError(
+            f"--randaug must be a timm RandAugment string like rand-m9-mstd0.5-inc1, got {text!r}"
+        )
+    from timm.data.auto_augment import rand_augment_transform
+
+    try:
+        rand_augment_transform(text, {"img_mean": 128, "magnitude_max": 9.99})
+    except Exception as e:  # a parse failure of any kind is a bad string: report it as one
+        raise ConfigError(f"bad RandAugment string {text!r}: {type(e).__name__}: {e}") from None
+
+
+def _check_device(device: str | None) -> None:
+    """A device torch can parse and this machine has (CUDA or MPS must be available if asked for)."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        d = torch.device(device)
+    except Exception:  # torch raises RuntimeError (and others) for an unparsable string
+        raise ConfigError(f"--device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: no CUDA GPU is available here (use --device cpu)")
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if d.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"--device {device}: MPS is not available here (use --device cpu)")
+
+
+def _exists(path: str, file: bool = False) -> bool:
+    """``Path(path).exists()`` (or ``is_file()``) that is False, not an error, for an impossible path."""
+    if not path.strip():  # Path("") is the current folder: never what an option meant
+        return False
+    try:
+        p = Path(path)
+        return p.is_file() if file else p.exists()
+    except (OSError, ValueError):  # e.g. a NUL byte or a name too long for the file system
+        return False

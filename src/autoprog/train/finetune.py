@@ -27,10 +27,12 @@ from autoprog.adapters.base import count_params, resize_input
 from autoprog.adapters.diffusers_dit import DiTDenoiser, add_difffit_scales, add_lora
 from autoprog.checkpoint import save_checkpoint
 from autoprog.data import load_dataset
+from autoprog.distributed import DistContext, RankLog, init_distributed, shutdown_distributed
 from autoprog.ema import ModelEma
 from autoprog.errors import ConfigError
 from autoprog.flops import count_train_flops
 from autoprog.search.one_shot import measure_step_time, power_law_score
+from autoprog.search.zero_shot import zero_shot_search as search_zero_shot
 from autoprog.train.config import PROGRESSIVE_FINETUNE_METHODS, FinetuneConfig
 from autoprog.train.diffusion import Condition, GaussianDiffusion, from_uint8, to_uint8
 from autoprog.train.loader import BatchSource
@@ -96,16 +98,50 @@ def _set_predicate(model: nn.Module, learn: Callable[[str], bool]) -> int:
 
 
 def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = _print) -> dict[str, Any]:
-    """Run one fine-tuning job; write and return its ``summary.json``."""
+    """Run one fine-tuning job; write and return its ``summary.json``.
+
+    Under ``torchrun`` / ``accelerate launch`` every process runs this with the same ``cfg``: data is
+    sharded, the learnable sub-network trains in DDP (wrapped anew at every unfreezing), search
+    decisions are rank 0's, and rank 0 evaluates and writes the results. Mixed precision comes from
+    ``cfg.mixed_precision`` or, when that is unset, ``accelerate launch --mixed_precision``.
+    """
     cfg.validate()
+    joined = torch.distributed.is_available() and torch.distributed.is_initialized()
+    on_cuda = (cfg.device or "").startswith("cuda") or (not cfg.device and torch.cuda.is_available())
+    ctx = init_distributed("cuda" if on_cuda else "cpu")
+    try:
+        return _finetune(cfg, log if ctx.is_main else (lambda _msg: None), ctx)
+    finally:
+        if not joined:
+            shutdown_distributed()
+
+
+def mixed_precision_dtype(setting: str | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``no`` / ``bf16`` / ``fp16`` (``None``: read ``ACCELERATE_MIXED_PRECISION``,
+    which ``accelerate launch --mixed_precision`` sets)."""
+    import os
+
+    value = (setting or os.environ.get("ACCELERATE_MIXED_PRECISION") or "no").lower()
+    if value not in ("no", "bf16", "fp16"):
+        raise ConfigError(f"mixed precision must be no, bf16 or fp16, got {value!r}")
+    return {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[value]
+
+
+def _finetune(cfg: FinetuneConfig, log: Callable[[str], None], ctx: DistContext) -> dict[str, Any]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    gen = torch.Generator().manual_seed(cfg.seed)  # all training randomness: noise, t, label dropout
+    if cfg.device:
+        device = torch.device(cfg.device)
+    else:
+        device = torch.device("cuda", ctx.local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    # All training randomness (noise, t, label dropout); each process draws its own.
+    gen = torch.Generator().manual_seed(cfg.seed + 1_000_003 * ctx.rank)
+    amp_dtype = mixed_precision_dtype(cfg.mixed_precision, device)
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
 
     # Source model: a diffusers folder, loaded with from_pretrained.
     model_dir = resolve_model(cfg.model, log=log)
@@ -124,7 +160,15 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = _print) -> dict[s
         raise ConfigError(
             f"{cfg.data} has {train_set.info.num_classes} classes but the source's class embedder has {model.num_classes}"
         )
-    source = BatchSource(train_set, cfg.batch_size, shuffle=True, drop_last=True, seed=cfg.seed)
+    source = BatchSource(
+        train_set,
+        cfg.batch_size,
+        shuffle=True,
+        drop_last=True,
+        seed=cfg.seed,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+    )
     if len(source) == 0:
         raise ConfigError(
             f"the training set ({len(train_set)} images) is smaller than one batch ({cfg.batch_size})"
@@ -179,17 +223,24 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = _print) -> dict[s
         f"{cfg.batch_size} | {len(plan)} stage(s) | device {device}"
     )
 
-    log_file = (out / "log.jsonl").open("w")
+    # Rank 0 writes the log; with several processes each keeps its decisions with a parameter digest.
+    log_file = (out / "log.jsonl").open("w") if ctx.is_main else None
+    rank_log = RankLog(out, ctx)
 
     def emit(record: dict[str, Any]) -> None:
-        log_file.write(json.dumps(record) + "\n")
+        if log_file is not None:
+            log_file.write(json.dumps(record) + "\n")
+        if record["event"] in ("stage", "search"):
+            rank_log.write(record, model)
 
     ema: ModelEma | None = None
     optimizer: torch.optim.Optimizer | None = None
+    train_net: nn.Module = model  # the module of the training forward (DDP when distributed)
 
-    def rebuild() -> None:
-        """After an unfreezing: optimizer over the learnable parameters only, state carried by name."""
-        nonlocal optimizer, ema
+    def rebuild(supernet: bool = False) -> None:
+        """After an unfreezing: optimizer over the learnable parameters only, state carried by name;
+        DDP re-wrapped over them (``supernet``: steps train varying subsets of them)."""
+        nonlocal optimizer, ema, train_net
         old = state_by_name(optimizer) if optimizer is not None else {}
         optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
         carry_state(old, optimizer, {n: n for n, p in model.named_parameters() if p.requires_grad})
@@ -197,6 +248,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = _print) -> dict[s
             if ema is None:
                 ema = ModelEma(model, cfg.ema_decay)
             ema.rebuild(model, trainable_only=True)
+        train_net = ctx.wrap(model, find_unused_parameters=supernet)
 
     stage_id = 0
     step = 0
@@ -225,13 +277,19 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = _print) -> dict[s
         assert optimizer is not None
         x, y = next_batch(c.resolution)
         x0 = from_uint8(x).to(device)
-        loss = diffusion.loss(model, x0, condition(y), generator=gen)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            loss = diffusion.loss(train_net, x0, condition(y), generator=gen)
         value = loss.item()
         if not math.isfinite(value):
             raise FloatingPointError(f"non-finite loss {value} at step {step}")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is not None:  # fp16: scaled gradients, steps skipped on overflow
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
         if ema is not None:
             ema.update(model, decay=min(cfg.ema_decay, (1 + step) / (10 + step)))
         train_flops += flops_of(c) * len(y)
@@ -282,44 +340,29 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = _print) -> dict[s
 
     def zero_shot_search(k: int, current: UnfreezeConfig | None) -> tuple[UnfreezeConfig, dict[str, Any]]:
         """AutoProg-Zero (Sec. 4.2, Eq. 12-19): NTK condition number, ZiCo and time per candidate,
-        combined by ranked voting; decided once (rank 0) and the same for every process."""
-        from autoprog.proxies import ntk_condition_number, zico
-        from autoprog.search.voting import ranked_vote
-
+        combined by ranked voting; decided once (rank 0's numbers) and the same for every process."""
         t0 = time.perf_counter()
         candidates = zero_shot_candidates(space, k, current)
-        rows = []
-        model.eval()
-        for c in candidates:
-            configure(c)
-            names = [n for n, p in model.named_parameters() if p.requires_grad]
+
+        def ntk_inputs(c: UnfreezeConfig) -> tuple[torch.Tensor, ...]:
             x_t, t, y, s, _ = probe_batch(c.resolution, 0, cfg.ntk_samples)
-            kappa = ntk_condition_number(
-                model, (x_t, t, y) + ((s,) if s is not None else ()), lambda m, *a: m(*a),
-                param_names=names, seed=cfg.seed,
-            )  # fmt: skip
-            batches = [
-                probe_batch(c.resolution, b * cfg.batch_size, (b + 1) * cfg.batch_size)
-                for b in range(cfg.zico_batches)
-            ]
-            z = zico(
-                model,
-                batches,
-                lambda m, b: nn.functional.mse_loss(m(b[0], b[1], b[2], b[3]), b[4]),
-                param_names=names,
-            )
-            seconds = time_step(c)
-            rows.append({"resolution": c.resolution, "level": c.level, "ntk": kappa, "log_ntk": math.log(kappa),
-                         "zico": z, "time": seconds, "trainable_params": count_params(model, trainable_only=True)})  # fmt: skip
+            return (x_t, t, y) + ((s,) if s is not None else ())
+
+        def zico_batches(c: UnfreezeConfig) -> list[tuple[torch.Tensor, ...]]:
+            bs = cfg.batch_size
+            return [probe_batch(c.resolution, b * bs, (b + 1) * bs) for b in range(cfg.zico_batches)]
+
+        model.eval()
+        winner, rows, _ = search_zero_shot(
+            model, candidates, configure, forward=lambda m, *a: m(*a),
+            loss_fn=lambda m, b: nn.functional.mse_loss(m(b[0], b[1], b[2], b[3]), b[4]),
+            ntk_inputs=ntk_inputs, zico_batches=zico_batches, time_step=time_step, weights=cfg.weights(), seed=cfg.seed,
+        )  # fmt: skip
         model.train()
-        vote = ranked_vote(
-            [{"time": r["time"], "ntk": r["log_ntk"], "zico": r["zico"]} for r in rows], weights=cfg.weights()
-        )
-        vd = vote.to_dict()
-        for i, r in enumerate(rows):
-            r["ranks"] = {key: vd["ranks"][key][i] for key in vd["ranks"]}
-            r["total"] = vd["totals"][i]
-        chosen = candidates[vote.winner]
+        winner, rows = ctx.broadcast((winner, rows))  # measured times differ per process: rank 0's decide
+        chosen = candidates[winner]
+        for r in rows:
+            r.pop("scoring_time_s", None)
         record = {"stage": k, "start_step": step, "candidates": rows, "chosen": {"resolution": chosen.resolution,
                   "level": chosen.level}, "weights": cfg.weights(), "search_time_s": time.perf_counter() - t0}  # fmt: skip
         return chosen, record
@@ -335,7 +378,9 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = _print) -> dict[s
         losses: dict[UnfreezeConfig, list[float]] = {c: [] for c in candidates}
         widest = max(candidates, key=lambda c: c.level)
         configure(widest)
-        rebuild()  # the optimizer covers every candidate's parameters; frozen ones simply get no grad
+        rebuild(
+            supernet=len({c.level for c in candidates}) > 1
+        )  # the optimizer covers every candidate's parameters; frozen ones get no grad
         rng = random.Random(cfg.seed * 1_000_003 + k)
         for _ in range(n_steps):
             c = rng.choice(candidates)
@@ -346,6 +391,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = _print) -> dict[s
             configure(c)
             times.append(time_step(c))
         mean_loss = [sum(v) / len(v) if v else math.inf for v in losses.values()]
+        mean_loss, times = ctx.broadcast((mean_loss, times))  # rank 0's numbers decide for every process
         scores = power_law_score(mean_loss, times)
         best = min(range(len(candidates)), key=lambda i: (scores[i], times[i]))
         rows = [{"resolution": c.resolution, "level": c.level, "loss": mean_loss[i], "time": times[i], "score": scores[i],
@@ -372,6 +418,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = _print) -> dict[s
             else:
                 chosen, record = supernet_search(k, current, bounds[k + 1])
             searches.append(record)
+            emit({"event": "search", **record})
             log(
                 f"  stage {k} search: {chosen.resolution}px level {chosen.level} ({record['search_time_s']:.1f}s)"
             )
@@ -398,29 +445,36 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = _print) -> dict[s
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
         stage_time = time.perf_counter() - t_stage
+        total, n = ctx.all_reduce_sum([sum(losses), len(losses)])  # the stage's loss over all processes
         stages_done.append({"stage": k, "start_step": bounds[k], "end_step": bounds[k + 1], "resolution": chosen.resolution,
                             "level": chosen.level, "trainable_params": trainable})  # fmt: skip
         stage_stats.append({**stages_done[-1], "wall_clock_s": stage_time, "train_flops_cumulative": train_flops,
-                            "mean_loss": sum(losses) / len(losses) if losses else None, "steps_trained": step - start})  # fmt: skip
+                            "mean_loss": total / n if n else None, "steps_trained": step - start})  # fmt: skip
         if losses:
             log(f"  stage {k} done: loss {stage_stats[-1]['mean_loss']:.4f} ({stage_time:.1f}s)")
         current = chosen
-        save_checkpoint({"model": model.state_dict(), "ema": ema.state_dict() if ema else None, "step": step, "stage": k,
-                         "schedule": stages_done, "config": cfg.to_dict()}, out / "checkpoints" / "last.pt")  # fmt: skip
+        if ctx.is_main:
+            save_checkpoint({"model": model.state_dict(), "ema": ema.state_dict() if ema else None, "step": step,
+                             "stage": k, "schedule": stages_done, "config": cfg.to_dict()}, out / "checkpoints" / "last.pt")  # fmt: skip
     wall_clock = time.perf_counter() - t_start
-    log_file.close()
+    rank_log.close()
+    if log_file is not None:
+        log_file.close()
+    # FLOPs of all processes together (each counted its own samples).
+    train_flops = int(ctx.all_reduce_sum([float(train_flops)])[0])
     schedule = UnfreezeSchedule.from_list(stages_done)
 
-    # Evaluation: FID of the EMA (or online) model's samples at full resolution, final stage's id.
+    # Evaluation (rank 0): FID of the EMA (or online) model's samples at full resolution, final stage's id.
     final = ema.module if ema is not None else model
-    result_fid, samples = evaluate_fid(final, cfg, diffusion, train_set.info.num_classes, full_res, channels,
-                                       stage_id=(num_stages - 1) if cfg.use_sid else None, device=device, log=log)  # fmt: skip
-    if samples is not None:
-        save_grid(samples[:100], out / "samples.png")
-    final_model = ema.module if ema is not None else model
-    if cfg.method not in ("lora",):
-        final_model.save(out / "model")  # type: ignore[operator]
-    full_flops = flops_of(space.full, everything=True) * cfg.steps * cfg.batch_size
+    result_fid, samples = None, None
+    if ctx.is_main:
+        result_fid, samples = evaluate_fid(final, cfg, diffusion, train_set.info.num_classes, full_res, channels,
+                                           stage_id=(num_stages - 1) if cfg.use_sid else None, device=device, log=log)  # fmt: skip
+        if samples is not None:
+            save_grid(samples[:100], out / "samples.png")
+        if cfg.method not in ("lora",):
+            final.save(out / "model")  # type: ignore[operator]
+    full_flops = flops_of(space.full, everything=True) * cfg.steps * cfg.batch_size * ctx.world_size
     summary: dict[str, Any] = {
         "method": cfg.method,
         "sid": cfg.use_sid,
@@ -447,9 +501,11 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = _print) -> dict[s
         "full_resolution": full_res,
         "full_depth": len(blocks),
         "config": cfg.to_dict(),
-        "environment": environment(device),
+        "mixed_precision": {None: "no", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype],
+        "environment": {**environment(device), "world_size": ctx.world_size},
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if ctx.is_main:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
     fid_text = "-" if result_fid is None else f"{result_fid:.2f}"
     log(
         f"  done: FID {fid_text} | {wall_clock:.1f}s | FLOPs {summary['flops_ratio']:.3f} of full | {out}/summary.json"
@@ -499,7 +555,9 @@ def evaluate_fid(
     t0 = time.perf_counter()
     ref = reference_statistics(cfg.data, "train", cfg.fid_reference, data_dir=cfg.data_dir, device=device)
     value = fid(images, ref, device=device)
-    log(f"  FID {value:.2f} ({len(images)} samples vs {cfg.fid_reference} {cfg.data} training images, {time.perf_counter() - t0:.0f}s)")
+    log(
+        f"  FID {value:.2f} ({len(images)} samples vs {cfg.fid_reference} {cfg.data} training images, {time.perf_counter() - t0:.0f}s)"
+    )
     return value, images
 
 

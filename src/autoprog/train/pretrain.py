@@ -28,7 +28,7 @@ from autoprog.checkpoint import save_checkpoint
 from autoprog.controller import EpochSpec, Event, GrowthController, create_plan
 from autoprog.data import class_balanced_subset, load_dataset
 from autoprog.data.augment import RandAugmentDataset
-from autoprog.distributed import DistContext, init_distributed, parameter_digest, shutdown_distributed
+from autoprog.distributed import DistContext, RankLog, init_distributed, shutdown_distributed
 from autoprog.errors import ConfigError
 from autoprog.flops import FlopTable
 from autoprog.growth.operators import create_operator
@@ -206,17 +206,13 @@ def _pretrain(cfg: PretrainConfig, log: Callable[[str], None], ctx: DistContext)
     # Rank 0 writes the log; with several processes each also keeps a short log of its stages and
     # searches with a digest of its parameters (all equal when the processes agree).
     log_file = (out / "log.jsonl").open("w") if ctx.is_main else None
-    rank_file = None
-    if ctx.distributed:
-        (out / "ranks").mkdir(exist_ok=True)
-        rank_file = (out / "ranks" / f"rank{ctx.rank}.jsonl").open("w")
+    rank_log = RankLog(out, ctx)
 
     def emit(record: dict[str, Any]) -> None:
         if log_file is not None:
             log_file.write(json.dumps(record) + "\n")
-        if rank_file is not None and record["event"] in ("stage", "search"):
-            same = {k: v for k, v in record.items() if not k.endswith("_time_s")}  # timings are per process
-            rank_file.write(json.dumps({**same, "param_digest": parameter_digest(ctl.model)}) + "\n")
+        if record["event"] in ("stage", "search"):
+            rank_log.write(record, ctl.model)
 
     # The controller owns what changes shape (model, momentum copy, optimizer) and decides the
     # schedule; this loop owns data, loss, learning rate and logging.
@@ -417,9 +413,9 @@ def _pretrain(cfg: PretrainConfig, log: Callable[[str], None], ctx: DistContext)
                         out / "checkpoints" / f"stage{k}.pt",
                     )
     model, ema, searches = ctl.model, ctl.ema, ctl.searches
-    for f in (log_file, rank_file):
-        if f is not None:
-            f.close()
+    rank_log.close()
+    if log_file is not None:
+        log_file.close()
     schedule = ctl.schedule
 
     # Final evaluation on the test split, at full resolution.
