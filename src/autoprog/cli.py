@@ -28,7 +28,7 @@ _PRETRAIN_FIELDS = {
     "model", "data", "data_dir", "test_subset", "method", "epochs", "out", "train_subset", "val_size", "seed", "ratio",
     "stages", "operator", "optimizer_state", "search_epochs", "search_samples", "search_snapshots", "recycle", "patch_size", "depth", "img_size", "batch_size", "lr", "min_lr", "weight_decay",
     "warmup_epochs", "label_smoothing", "drop_path", "ema_decay", "mixup", "cutmix", "randaug", "reprob", "adaptive_reg", "amp",
-    "device", "threads", "eval_ema",
+    "device", "threads", "eval_ema", "search_runtime", "resume", "checkpoint_every", "on_nonfinite", "nonfinite_lr_factor",
 }  # fmt: skip
 
 
@@ -45,6 +45,25 @@ def _add_overwrite_arg(p: argparse.ArgumentParser) -> None:
         "--overwrite",
         action="store_true",
         help="replace a finished run in --out (default: refuse when --out holds a summary.json)",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint (exactly)"
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also checkpoint every N optimizer steps (default: at stage boundaries only)",
+    )
+    p.add_argument(
+        "--on-nonfinite",
+        choices=("stop", "rollback"),
+        default="rollback",
+        help="on a NaN/inf loss: stop, or roll back to the last checkpoint with a lower LR (default)",
+    )
+    p.add_argument(
+        "--nonfinite-lr-factor", type=float, default=0.5, help="LR multiplier at each rollback (default: 0.5)"
     )
 
 
@@ -138,6 +157,12 @@ def _add_train_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -> N
     p.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--eval-ema", action="store_true", help="also report top-1 of the EMA model")
+    p.add_argument(
+        "--search-runtime",
+        choices=("measured", "flops"),
+        default="measured",
+        help="AutoProg-One's runtime term: measured step time (default) or FLOPs (deterministic, reproducible)",
+    )
     p.add_argument(
         "--progress",
         choices=("auto", "on", "off"),

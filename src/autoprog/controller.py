@@ -42,8 +42,8 @@ from torch import nn
 from autoprog.adapters.base import ModelAdapter
 from autoprog.ema import ModelEma
 from autoprog.errors import ConfigError
-from autoprog.growth.elastic import ElasticSupernet
-from autoprog.growth.operators import GrowthOperator, create_operator
+from autoprog.growth.elastic import ElasticBlocks, ElasticSupernet
+from autoprog.growth.operators import GrowthOperator, ReZeroBlock, create_operator
 from autoprog.growth.schedule import (
     GrowthSchedule,
     GrowthSpace,
@@ -193,6 +193,8 @@ class GrowthController:
         score_fn: the search loss of a candidate, with the momentum copy, on fixed data (required
             when the plan searches).
         measure_fn: a training step's seconds, for candidates the supernet never sampled.
+        runtime_fn: the runtime term of a candidate instead of its measured step time (e.g. its
+            FLOPs: deterministic, so a searched schedule is reproducible and resumable exactly).
         search_epochs: supernet epochs at each searched stage's start (Sec. 3.2.3).
         search_snapshots: loss snapshots averaged over the last search epoch.
         recycle: weight recycling: search epochs are training epochs (Tab. XI ablates it).
@@ -217,6 +219,7 @@ class GrowthController:
         use_ema: bool | None = None,
         score_fn: ScoreFn | None = None,
         measure_fn: MeasureFn | None = None,
+        runtime_fn: Callable[[SubnetConfig], float] | None = None,
         search_epochs: int = 2,
         search_snapshots: int = 2,
         recycle: bool = True,
@@ -241,6 +244,7 @@ class GrowthController:
         self.ema_warmup = ema_warmup
         self.score_fn = score_fn
         self.measure_fn = measure_fn
+        self.runtime_fn = runtime_fn
         self.search_epochs = search_epochs
         self.search_snapshots = search_snapshots
         self.recycle = recycle
@@ -444,7 +448,9 @@ class GrowthController:
         measured = []
         for c in s.candidates:
             samples = s.times[c][1:] or s.times[c]  # the first sample is warm-up
-            if samples:
+            if self.runtime_fn is not None:
+                runtime = float(self.runtime_fn(c))
+            elif samples:
                 runtime = float(sorted(samples)[len(samples) // 2])
             elif self.measure_fn is not None:
                 s.supernet.set_depth(c.depth)
@@ -515,6 +521,159 @@ class GrowthController:
         if not self.ema_warmup:
             return self.ema.decay
         return min(self.ema.decay, 1.0 - (1.0 + step) ** (-2.0 / 3.0))
+
+    # -- checkpointing ---------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where the run stands, mid-stage or mid-search:
+        the model's shape (blocks, ReZero wrappers, drop-path rates, the supernet's layout), its
+        weights, the momentum copy, the optimizer state keyed by parameter name, the schedule and
+        searches so far and the search in progress (its sampler's RNG, times and loss snapshots).
+        Plain tensors and Python values only: it loads with ``torch.load(weights_only=True)``."""
+        s = self._search
+        if s is not None and not self.recycle:
+            raise RuntimeError("a search without weight recycling cannot be checkpointed mid-way")
+        search = None
+        if s is not None:
+            search = {
+                "stage": s.stage,
+                "start_epoch": s.start_epoch,
+                "candidates": [[c.resolution, c.depth] for c in s.candidates],
+                "n_epochs": s.n_epochs,
+                "epochs_done": s.epochs_done,
+                "rng": _rng_state(s.rng),
+                "times": [s.times[c] for c in s.candidates],
+                "losses": [s.losses[c] for c in s.candidates],
+                "steps": s.steps,
+                "snapshot_steps": sorted(s.snapshot_steps),
+                "scoring_time": s.scoring_time,
+                "elapsed": time.perf_counter() - s.t0,
+            }
+        return {
+            "epoch": self.epoch,
+            "steps": self.steps,
+            "stage": self.stage,
+            "current": None if self.current is None else [self.current.resolution, self.current.depth],
+            "stages": [dict(s.__dict__) for s in self.stages],
+            "searches": self.searches,
+            "in_stage": self._in_stage,
+            "stage_start": self._stage_start,
+            "version": self.version,
+            "structure": block_structure(self.adapter, self.model),
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": _optimizer_state(self.optimizer),
+            "search": search,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`: rebuild the model to the saved shape, then load everything."""
+        model = self.adapter.create_model(len(state["structure"]["blocks"]))
+        apply_block_structure(self.adapter, model, state["structure"])
+        self.model = model
+        self._to_device()
+        if self.ema is not None:
+            self.ema = ModelEma(self.model, self.ema.decay)
+        saved = state["search"]
+        supernet = None
+        if state["structure"]["sources"] is not None:
+            momentum = self.ema.module if self.ema is not None else None
+            supernet = ElasticSupernet(self.adapter, self.model, state["structure"]["sources"], momentum)
+        self.model.load_state_dict(state["model"])
+        if self.ema is not None:
+            self.ema.module.load_state_dict(state["ema"])
+            self.ema.module.to(self.device or next(self.model.parameters()).device)
+            self.ema.rebuild(self.model)
+        self.optimizer = self.optimizer_factory(self.model)
+        _load_optimizer_state(self.optimizer, state["optimizer"])
+        self.epoch, self.steps, self.stage = state["epoch"], state["steps"], state["stage"]
+        self.current = None if state["current"] is None else SubnetConfig(*state["current"])
+        self.stages = list(GrowthSchedule.from_list(state["stages"])) if state["stages"] else []
+        self.searches = list(state["searches"])
+        self._in_stage, self._stage_start = state["in_stage"], state["stage_start"]
+        self.version = state["version"] + 1  # a new model object: wrappers must be rebuilt
+        self._search = None
+        if saved is not None:
+            candidates = [SubnetConfig(*c) for c in saved["candidates"]]
+            s = _Search(saved["stage"], saved["start_epoch"], candidates, saved["n_epochs"], 0)
+            s.epochs_done, s.steps, s.scoring_time = (
+                saved["epochs_done"],
+                saved["steps"],
+                saved["scoring_time"],
+            )
+            s.rng.setstate(_rng_tuple(saved["rng"]))
+            s.times = {c: list(t) for c, t in zip(candidates, saved["times"], strict=True)}
+            s.losses = {c: list(v) for c, v in zip(candidates, saved["losses"], strict=True)}
+            s.snapshot_steps = set(saved["snapshot_steps"])
+            s.t0 = time.perf_counter() - saved["elapsed"]
+            s.supernet = supernet
+            self._search = s
+
+
+def block_structure(adapter: ModelAdapter, model: nn.Module) -> dict[str, Any]:
+    """The shape of a model beyond its ``state_dict``: for each block whether it is wrapped in
+    :class:`~autoprog.growth.operators.ReZeroBlock` (how many times) and its drop-path rates, and the supernet's
+    source indices when the blocks are elastic."""
+    from timm.layers import DropPath
+
+    container = adapter.get_block_container(model)
+    blocks = []
+    for block in adapter.get_blocks(model):
+        rates = [
+            float(m.drop_prob) if isinstance(m, DropPath) else 0.0
+            for name, m in block.named_modules()
+            if name.rsplit(".", 1)[-1].startswith("drop_path")
+        ]
+        wraps, inner = 0, block
+        while isinstance(inner, ReZeroBlock):  # a copy of a ReZero block grown again is wrapped twice
+            wraps, inner = wraps + 1, inner.block
+        blocks.append({"rezero": wraps, "drop_path": rates})
+    sources = list(container.sources) if isinstance(container, ElasticBlocks) else None
+    return {"blocks": blocks, "sources": sources}
+
+
+def apply_block_structure(adapter: ModelAdapter, model: nn.Module, structure: dict[str, Any]) -> None:
+    """Give a freshly created model (of the right depth) the ReZero wrappers and drop-path rates of
+    :func:`block_structure` (the elastic layout is applied by :class:`ElasticSupernet`)."""
+    from timm.layers import DropPath
+
+    blocks = adapter.get_blocks(model)
+    out = []
+    for block, spec in zip(blocks, structure["blocks"], strict=True):
+        for _ in range(int(spec["rezero"])):
+            block = ReZeroBlock(block)
+        slots = [
+            (parent, name)
+            for parent in block.modules()
+            for name, child in parent.named_children()
+            if name.startswith("drop_path") and isinstance(child, nn.Identity | DropPath)
+        ]
+        for (parent, name), rate in zip(slots, spec["drop_path"], strict=False):
+            setattr(parent, name, DropPath(rate) if rate > 0 else nn.Identity())
+        out.append(block)
+    adapter.set_blocks(model, out)
+
+
+def _optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Per-parameter state keyed by name, and each group's hyper-parameters (no parameter objects)."""
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    return {"state": {n: dict(st) for n, st in state_by_name(optimizer).items()}, "groups": groups}
+
+
+def _load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    carry_state(saved["state"], optimizer, {n: n for g in optimizer.param_groups for n in g["names"]})
+    if len(saved["groups"]) == len(optimizer.param_groups):
+        for g, sg in zip(optimizer.param_groups, saved["groups"], strict=True):
+            g.update({k: v for k, v in sg.items() if k != "names"})
+
+
+def _rng_state(rng: random.Random) -> list[Any]:
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def _rng_tuple(state: list[Any]) -> tuple[Any, ...]:
+    return (state[0], tuple(state[1]), state[2])
 
 
 def _clone_state(state: dict[str, dict[str, torch.Tensor]]) -> dict[str, dict[str, torch.Tensor]]:

@@ -72,6 +72,12 @@ class PretrainConfig:
     threads: int | None = None
     progress: bool | None = None
     eval_ema: bool = False
+    search_runtime: str = "measured"
+    resume: bool = False
+    checkpoint_every: int = 0
+    on_nonfinite: str = "rollback"
+    nonfinite_lr_factor: float = 0.5
+    max_rollbacks: int = 3
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -81,6 +87,9 @@ class PretrainConfig:
         from autoprog.growth.operators import OPERATORS
 
         _check_field_types(self)
+        _check_reliability(self)
+        if self.search_runtime not in ("measured", "flops"):
+            raise ConfigError(f"--search-runtime must be measured or flops, got {self.search_runtime!r}")
         if self.method not in PRETRAIN_METHODS:
             raise ConfigError(f"unknown method {self.method!r}; choose from {', '.join(PRETRAIN_METHODS)}")
         if self.operator not in OPERATORS:
@@ -187,6 +196,11 @@ class FinetuneConfig:
     sample_steps: int = 25
     guidance: float = 1.5
     mixed_precision: str | None = None
+    resume: bool = False
+    checkpoint_every: int = 0
+    on_nonfinite: str = "rollback"
+    nonfinite_lr_factor: float = 0.5
+    max_rollbacks: int = 3
     device: str | None = None
     threads: int | None = None
     progress: bool | None = None
@@ -219,6 +233,7 @@ class FinetuneConfig:
         from autoprog.train.source import SOURCE_RECIPES
 
         _check_field_types(self)
+        _check_reliability(self)
         if self.method not in FINETUNE_METHODS:
             raise ConfigError(f"unknown method {self.method!r}; choose from {', '.join(FINETUNE_METHODS)}")
         if self.model not in SOURCE_RECIPES:
@@ -341,6 +356,15 @@ _TYPE_WORDS = {
     "bool": "True or False",
     "dict": "a dict",
 }
+
+
+def _check_reliability(cfg: Any) -> None:
+    """The checkpointing and non-finite-loss options shared by both configs."""
+    _at_least("checkpoint_every", cfg.checkpoint_every, 0)
+    if cfg.on_nonfinite not in ("stop", "rollback"):
+        raise ConfigError(f"--on-nonfinite must be stop or rollback, got {cfg.on_nonfinite!r}")
+    _in_interval("nonfinite_lr_factor", cfg.nonfinite_lr_factor, 0.0, 1.0, low_open=True)
+    _at_least("max_rollbacks", cfg.max_rollbacks, 0)
 
 
 def _check_field_types(cfg: Any) -> None:

@@ -8,6 +8,7 @@ and depth, evaluate on the validation split; finally evaluate on the test split 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import platform
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,12 +26,12 @@ from tqdm.auto import tqdm
 
 import autoprog
 from autoprog.adapters.base import ModelAdapter, count_params, create_adapter
-from autoprog.checkpoint import save_checkpoint
+from autoprog.checkpoint import load_latest_checkpoint, previous_path, save_checkpoint
 from autoprog.controller import EpochSpec, Event, GrowthController, create_plan
 from autoprog.data import class_balanced_subset, load_dataset
 from autoprog.data.augment import RandAugmentDataset
 from autoprog.distributed import DistContext, RankLog, init_distributed, shutdown_distributed
-from autoprog.errors import ConfigError
+from autoprog.errors import AutoprogError, ConfigError
 from autoprog.flops import FlopTable
 from autoprog.growth.operators import create_operator
 from autoprog.growth.schedule import GrowthSchedule, GrowthSpace, SubnetConfig
@@ -116,15 +118,78 @@ def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = _print) -> dict[s
         if (cfg.device or "").startswith("cuda") or (not cfg.device and torch.cuda.is_available())
         else "cpu"
     )
+    say = log if ctx.is_main else (lambda _msg: None)
     try:
-        return _pretrain(cfg, log if ctx.is_main else (lambda _msg: None), ctx)
+        resume, lr_scale, rollbacks = cfg.resume, None, 0
+        nonfinite: dict[str, Any] | None = None
+        while True:
+            try:
+                return _pretrain(
+                    cfg, say, ctx, resume=resume, lr_scale=lr_scale, rollbacks=rollbacks, nonfinite=nonfinite
+                )
+            except NonFiniteLoss as e:
+                last = Path(cfg.out) / "checkpoints" / "last.pt"
+                can_roll = cfg.on_nonfinite == "rollback" and rollbacks < cfg.max_rollbacks and last.exists()
+                if not can_roll:
+                    _append_log(
+                        cfg.out,
+                        ctx,
+                        {"event": "nonfinite", "step": e.step, "action": "stop", "lr_scale": e.lr_scale},
+                    )
+                    raise AutoprogError(
+                        f"non-finite loss ({e.value}) at step {e.step}; stopped"
+                        + ("" if cfg.on_nonfinite == "stop" else f" after {rollbacks} rollback(s)")
+                        + f" (last checkpoint: {last if last.exists() else 'none'})"
+                    ) from None
+                rollbacks += 1
+                lr_scale = e.lr_scale * cfg.nonfinite_lr_factor
+                say(
+                    f"  non-finite loss ({e.value}) at step {e.step}: rolling back to {last} with LR x{lr_scale:g}"
+                )
+                resume = True
+                nonfinite = {"event": "nonfinite", "step": e.step, "loss": str(e.value), "action": "rollback",
+                             "lr_scale": lr_scale}  # fmt: skip
     finally:
         if not joined:
             shutdown_distributed()
 
 
-def _pretrain(cfg: PretrainConfig, log: Callable[[str], None], ctx: DistContext) -> dict[str, Any]:
+class NonFiniteLoss(FloatingPointError):
+    """A NaN/inf training loss (the step is not taken); carries the step and the LR scale in force."""
+
+    def __init__(self, value: float, step: int, lr_scale: float) -> None:
+        super().__init__(f"non-finite loss {value} at step {step}")
+        self.value, self.step, self.lr_scale = value, step, lr_scale
+
+
+def _append_log(out: str, ctx: DistContext, record: dict[str, Any]) -> None:
+    if ctx.is_main:
+        with (Path(out) / "log.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+#: Options that may differ between a run and its resumption.
+_RESUME_FREE = {
+    "resume",
+    "checkpoint_every",
+    "progress",
+    "on_nonfinite",
+    "nonfinite_lr_factor",
+    "max_rollbacks",
+}
+
+
+def _pretrain(
+    cfg: PretrainConfig,
+    log: Callable[[str], None],
+    ctx: DistContext,
+    resume: bool = False,
+    lr_scale: float | None = None,
+    rollbacks: int = 0,
+    nonfinite: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     out = Path(cfg.out)
+    saved = _load_resume_state(out, cfg, log) if resume else None
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -146,6 +211,7 @@ def _pretrain(cfg: PretrainConfig, log: Callable[[str], None], ctx: DistContext)
     pool = class_balanced_subset(train_full, n_train + val_size, seed=cfg.seed)
     train_set, val_set = _split_pool(pool, n_train, cfg.seed)
     random.seed(cfg.seed)
+    np.random.seed(cfg.seed)  # timm's Mixup draws from NumPy
 
     def make_train_source(randaug: str | None) -> BatchSource:
         data = RandAugmentDataset(train_set, randaug) if randaug else train_set
@@ -205,7 +271,12 @@ def _pretrain(cfg: PretrainConfig, log: Callable[[str], None], ctx: DistContext)
     )
     # Rank 0 writes the log; with several processes each also keeps a short log of its stages and
     # searches with a digest of its parameters (all equal when the processes agree).
-    log_file = (out / "log.jsonl").open("w") if ctx.is_main else None
+    log_file = None
+    if ctx.is_main:
+        log_file = (out / "log.jsonl").open("r+" if saved is not None else "w")
+        if saved is not None:  # drop what was logged after the checkpoint: it is trained again
+            log_file.seek(saved["loop"]["log_offset"])
+            log_file.truncate()
     rank_log = RankLog(out, ctx)
 
     def emit(record: dict[str, Any]) -> None:
@@ -259,6 +330,7 @@ def _pretrain(cfg: PretrainConfig, log: Callable[[str], None], ctx: DistContext)
         seed=cfg.seed,
         device=device,
         broadcast=ctx.broadcast,
+        runtime_fn=(lambda c: float(flops(c))) if cfg.search_runtime == "flops" else None,
     )
     wrapped: tuple[int, nn.Module] | None = None  # (the controller's version it was wrapped at, the module)
 
@@ -273,11 +345,41 @@ def _pretrain(cfg: PretrainConfig, log: Callable[[str], None], ctx: DistContext)
     step = 0  # optimizer steps in the budget
     train_time = 0.0
     train_flops = 0
+    stage_stats: list[dict[str, Any]] = []
+    pending: dict[str, Any] | None = None  # where a resumed run picks up inside an epoch
+    if saved is not None:
+        ctl.load_state_dict(saved["controller"])
+        loop = saved["loop"]
+        step, train_time, train_flops = loop["step"], loop["train_time"], loop["train_flops"]
+        stage_stats = list(loop["stage_stats"])
+        lr_scale = loop["lr_scale"] if lr_scale is None else lr_scale
+        _set_rng_states(saved["rng"])
+        pending = loop if loop["epoch_started"] else None
+        if nonfinite is not None:  # logged after the truncation, so that it stays in the log
+            emit(nonfinite)
+        emit({"event": "resume", "step": step, "epoch": ctl.epoch, "searching": ctl.searching,
+              "lr_scale": lr_scale, "rollbacks": rollbacks})  # fmt: skip
+        log(f"  resumed at step {step} (epoch {ctl.epoch + 1}, stage {ctl.stage}) from {out / 'checkpoints'}")
+    lr_scale = 1.0 if lr_scale is None else lr_scale
+
+    def save_state(epoch_started: bool, batches_done: int, epoch_losses: list[float]) -> None:
+        """The full state of the run (``checkpoints/last.pt``, the previous one kept): ``--resume``
+        continues from it exactly, mid-epoch and mid-search included."""
+        if not ctx.is_main:
+            return
+        assert log_file is not None
+        log_file.flush()
+        loop = {"step": step, "train_time": train_time, "train_flops": train_flops, "stage_stats": stage_stats,
+                "epoch_started": epoch_started, "batches_done": batches_done, "epoch_losses": list(epoch_losses),
+                "stage_elapsed": time.perf_counter() - t_stage - eval_time, "log_offset": log_file.tell(),
+                "lr_scale": lr_scale}  # fmt: skip
+        state = {"controller": ctl.state_dict(), "loop": loop, "rng": _rng_states(), "config": cfg.to_dict()}
+        save_checkpoint(state, out / "checkpoints" / "last.pt", keep_previous=True)
 
     def train_step(x: torch.Tensor, y: torch.Tensor, lr_step: int) -> float:
         """One optimizer step on a prepared batch; returns the loss."""
         model, optimizer = train_module(ctl.skips_blocks), ctl.optimizer
-        set_lr(optimizer, cosine_lr(lr_step, total_steps, cfg.lr, warmup_steps, cfg.min_lr))
+        set_lr(optimizer, lr_scale * cosine_lr(lr_step, total_steps, cfg.lr, warmup_steps, cfg.min_lr))
         y_soft = None
         if eraser is not None:
             x = eraser(x)
@@ -290,22 +392,24 @@ def _pretrain(cfg: PretrainConfig, log: Callable[[str], None], ctx: DistContext)
         else:
             loss = torch.sum(-y_soft * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
         value = loss.item()
-        if not math.isfinite(value):
-            raise FloatingPointError(f"non-finite loss {value} at step {lr_step}")
+        if not math.isfinite(value):  # never train on it: stop, or roll back (see pretrain())
+            raise NonFiniteLoss(value, step, lr_scale)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         return value
 
-    def run_epoch(spec: EpochSpec) -> tuple[float, float]:
-        """Train one epoch as the controller specifies; returns (mean loss, seconds)."""
+    def run_epoch(spec: EpochSpec, skip: int = 0, done: list[float] | None = None) -> tuple[float, float]:
+        """Train one epoch as the controller specifies; returns (mean loss, seconds). A resumed run
+        skips the ``skip`` batches it trained before the checkpoint (their losses: ``done``)."""
         nonlocal step, train_flops
         ctl.model.train()
-        losses: list[float] = []
+        losses: list[float] = list(done or [])
         t0 = time.perf_counter()
         what = "supernet" if spec.supernet else f"{spec.config.resolution}px d{spec.config.depth}"
         bar = tqdm(
-            train_src.epoch(spec.data_epoch, spec.config.resolution),
+            itertools.islice(train_src.epoch(spec.data_epoch, spec.config.resolution), skip, None),
+            initial=skip,
             total=steps_per_epoch,
             desc=f"epoch {spec.epoch + 1}/{cfg.epochs} stage {spec.stage} [{what}]",
             disable=cfg.progress is False or (cfg.progress is None and not _is_tty()),
@@ -329,18 +433,25 @@ def _pretrain(cfg: PretrainConfig, log: Callable[[str], None], ctx: DistContext)
                   "in_budget": spec.in_budget})  # fmt: skip
             if spec.in_budget:
                 step += 1
+                if (
+                    cfg.checkpoint_every
+                    and step % cfg.checkpoint_every == 0
+                    and (cfg.recycle or not ctl.searching)
+                ):
+                    save_state(True, len(losses), losses)
         total, n = ctx.all_reduce_sum([sum(losses), len(losses)])  # the epoch's loss over all processes
         return total / n, time.perf_counter() - t0
 
     # The stages: the plan says what to train; a search (AutoProg-One) decides on the way.
-    stage_stats: list[dict[str, Any]] = []
     eraser = None
     t_stage = time.perf_counter()
     eval_time = 0.0
     while (spec := ctl.begin_epoch()) is not None:
         k = spec.stage
-        if spec.first_of_stage:
-            t_stage = time.perf_counter()
+        mid = pending  # resuming inside this epoch: the stage has started before the checkpoint
+        pending = None
+        if spec.first_of_stage or mid is not None:
+            t_stage = time.perf_counter() - (mid["stage_elapsed"] if mid is not None else 0.0)
             eval_time = 0.0
             # Adaptive regularisation (Appendix C): stronger as the stage (and the network) grows.
             reg = (
@@ -352,7 +463,8 @@ def _pretrain(cfg: PretrainConfig, log: Callable[[str], None], ctx: DistContext)
                 set_drop_path(adapter.get_blocks(ctl.model), reg.drop_path)
                 if cfg.randaug:
                     train_src = make_train_source(reg.randaug)
-                emit({"event": "regularization", "stage": k, **reg.__dict__})
+                if mid is None:
+                    emit({"event": "regularization", "stage": k, **reg.__dict__})
             eraser = _make_eraser(reg.reprob, device)
         for event in spec.events:
             if event.kind == "supernet":
@@ -365,7 +477,10 @@ def _pretrain(cfg: PretrainConfig, log: Callable[[str], None], ctx: DistContext)
         if spec.first_of_stage and not spec.supernet:
             emit({"event": "stage", "stage": k, "epoch": spec.epoch, "step": step, "resolution": spec.config.resolution,
                   "depth": spec.config.depth, "params": count_params(ctl.model)})  # fmt: skip
-        loss, dt = run_epoch(spec)
+        if mid is not None:
+            loss, dt = run_epoch(spec, mid["batches_done"], mid["epoch_losses"])
+        else:
+            loss, dt = run_epoch(spec)
         if spec.supernet:
             log(
                 f"  supernet epoch {spec.search_epoch + 1}/{spec.search_epochs} stage {k}: loss {loss:.4f} ({dt:.1f}s)"
@@ -385,7 +500,8 @@ def _pretrain(cfg: PretrainConfig, log: Callable[[str], None], ctx: DistContext)
                 f"loss {loss:.4f} val {'-' if val_top1 is None else f'{val_top1:.2f}'} "
                 f"({dt:.1f}s, {train_src.num_samples * ctx.world_size / dt:.0f} img/s)"
             )
-        for event in ctl.end_epoch():
+        events = ctl.end_epoch()
+        for event in events:
             if event.kind == "search":
                 _log_search(event, log)
                 emit({"event": "search", **event.detail})
@@ -398,7 +514,7 @@ def _pretrain(cfg: PretrainConfig, log: Callable[[str], None], ctx: DistContext)
                 done = ctl.stages[-1]
                 stage_stats.append({**done.__dict__, "wall_clock_s": stage_time, "train_flops_cumulative": train_flops,
                                     "params": count_params(ctl.model)})  # fmt: skip
-                if ctx.is_main:
+                if ctx.is_main:  # the stage's weights, for users (last.pt below is the resumable state)
                     save_checkpoint(
                         {
                             "model": ctl.model.state_dict(),
@@ -412,6 +528,8 @@ def _pretrain(cfg: PretrainConfig, log: Callable[[str], None], ctx: DistContext)
                         },
                         out / "checkpoints" / f"stage{k}.pt",
                     )
+        if events:  # a decision or a stage boundary: checkpoint the whole state
+            save_state(False, 0, [])
     model, ema, searches = ctl.model, ctl.ema, ctl.searches
     rank_log.close()
     if log_file is not None:
@@ -453,6 +571,7 @@ def _pretrain(cfg: PretrainConfig, log: Callable[[str], None], ctx: DistContext)
         "full_resolution": full_res,
         "config": cfg.to_dict(),
         "environment": {**environment(device), "world_size": ctx.world_size},
+        "nonfinite_rollbacks": rollbacks,
     }
     if ctx.is_main:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -461,6 +580,46 @@ def _pretrain(cfg: PretrainConfig, log: Callable[[str], None], ctx: DistContext)
         f"  done: top-1 {top1:.2f}% | {train_time:.1f}s | FLOPs {train_flops / full_flops:.3f} of full | {out}/summary.json"
     )
     return summary
+
+
+def _load_resume_state(out: Path, cfg: PretrainConfig, log: Callable[[str], None]) -> dict[str, Any]:
+    """The state ``--resume`` continues from: ``checkpoints/last.pt`` (its predecessor if damaged),
+    written by the same configuration."""
+    last = out / "checkpoints" / "last.pt"
+    if not last.exists() and not previous_path(last).exists():
+        raise ConfigError(
+            f"--resume: no checkpoint in {last.parent} (runs checkpoint at stage boundaries and every "
+            "--checkpoint-every steps)"
+        )
+    state = load_latest_checkpoint(last, log=log)
+    if "controller" not in state or "loop" not in state:
+        raise ConfigError(f"--resume: {last} is not a resumable pretrain checkpoint")
+    saved, mine = state["config"], cfg.to_dict()
+    for key, value in mine.items():
+        if key not in _RESUME_FREE and saved.get(key) != value:
+            raise ConfigError(
+                f"--resume: the run in {out} used --{key.replace('_', '-')} {saved.get(key)!r}, not {value!r}"
+            )
+    return state
+
+
+def _rng_states() -> dict[str, Any]:
+    """torch, Python and NumPy global RNG states (augmentations, drop-path, mixup draw from them)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, pgauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "python": [version, list(internal), pgauss],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+    }
+
+
+def _set_rng_states(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, pgauss = state["python"]
+    random.setstate((version, tuple(internal), pgauss))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
 
 
 def _log_search(event: Event, log: Callable[[str], None]) -> None:

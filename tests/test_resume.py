@@ -1,0 +1,278 @@
+"""Exact resume of ``autoprog pretrain`` and rollback on a non-finite loss.
+
+A run killed with SIGKILL (at a step chosen at random, inside AutoProg-One's supernet search too)
+and continued with ``--resume`` must end with the same parameters, the same per-step losses and the
+same ``summary.json`` (timings aside) as a run never interrupted. The search's runtime term is FLOPs
+here (``--search-runtime flops``): measured times would make two uninterrupted runs differ already.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_cell_dataset
+
+from autoprog.cli import main
+from autoprog.controller import GrowthController, create_plan
+from autoprog.growth.schedule import GrowthSpace
+
+TINY = ["--depth", "4", "--epochs", "8", "--batch-size", "32", "--train-subset", "128", "--val-size", "32",
+        "--test-subset", "60", "--progress", "off", "--threads", "1", "--search-samples", "32",
+        "--search-runtime", "flops", "--checkpoint-every", "1"]  # fmt: skip
+CONFIGS = {
+    "autoprog-one": ["--method", "autoprog-one"],
+    "prog-identity-mixup": [
+        "--method",
+        "prog",
+        "--operator",
+        "identity",
+        "--mixup",
+        "0.2",
+        "--drop-path",
+        "0.1",
+        "--adaptive-reg",
+        "--reprob",
+        "0.25",
+    ],  # fmt: skip
+}
+TIMING_KEYS = {"wall_clock_s", "environment", "config"}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return make_cell_dataset(tmp_path_factory.mktemp("cells"), n_train=300, n_test=60)
+
+
+@pytest.fixture(scope="module")
+def reference(data_dir, tmp_path_factory) -> dict[str, Path]:
+    """One uninterrupted run per configuration."""
+    runs = {}
+    for name, args in CONFIGS.items():
+        out = tmp_path_factory.mktemp("ref") / name
+        assert main(["pretrain", *args, "--data-dir", str(data_dir), "--out", str(out), *TINY]) == 0
+        runs[name] = out
+    return runs
+
+
+def _cmd(args: list[str], data_dir: Path, out: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "autoprog.cli",
+        "pretrain",
+        *args,
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(out),
+        *TINY,
+    ]
+
+
+def _steps_logged(out: Path) -> int:
+    try:
+        return (out / "log.jsonl").read_text().count('"event": "step"')
+    except FileNotFoundError:
+        return 0
+
+
+def kill_at_step(cmd: list[str], out: Path, target: int) -> None:
+    """Start ``cmd`` and SIGKILL it once ``target`` steps are in its log (checkpointed every step)."""
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    deadline = time.time() + 120
+    while _steps_logged(out) < target and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+
+
+def _clean(d):
+    if isinstance(d, dict):
+        return {k: _clean(v) for k, v in d.items() if not (k.endswith("_time_s") or k in TIMING_KEYS)}
+    if isinstance(d, list):
+        return [_clean(x) for x in d]
+    return d
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    sa, sb = json.loads((a / "summary.json").read_text()), json.loads((b / "summary.json").read_text())
+    assert _clean(sa) == _clean(sb)
+    wa, wb = torch.load(a / "model.pt"), torch.load(b / "model.pt")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    la = [json.loads(x) for x in (a / "log.jsonl").read_text().splitlines()]
+    lb = [json.loads(x) for x in (b / "log.jsonl").read_text().splitlines()]
+    steps = [
+        [(r["step"], r["loss"], r["resolution"], r["depth"]) for r in log if r["event"] == "step"]
+        for log in (la, lb)
+    ]
+    assert steps[0] == steps[1]  # the log was cut back to the checkpoint: no step twice
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "window"),
+    [("autoprog-one", (1, 3)), ("autoprog-one", (9, 11)), ("prog-identity-mixup", (5, 27))],
+)
+def test_killed_run_resumes_exactly(data_dir, reference, tmp_path, name, window):
+    target = random.Random(f"{name}{window}").randint(*window)  # a random step, reproducible
+    out = tmp_path / "run"
+    cmd = _cmd(CONFIGS[name], data_dir, out)
+    kill_at_step(cmd, out, target)
+    assert not (out / "summary.json").exists()
+    assert main([*cmd[3:], "--resume"]) == 0
+    resumes = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if '"resume"' in x]
+    assert len(resumes) == 1 and resumes[0]["step"] >= 1
+    if name == "autoprog-one" and resumes[0]["step"] % 8 < 4:  # the stage's first epoch is its search
+        assert resumes[0]["searching"]
+    assert_same_run(reference[name], out)
+
+
+@pytest.mark.slow
+def test_a_corrupted_last_checkpoint_falls_back_to_the_previous_one(data_dir, reference, tmp_path):
+    out = tmp_path / "run"
+    cmd = _cmd(CONFIGS["autoprog-one"], data_dir, out)
+    kill_at_step(cmd, out, 13)
+    last = out / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # truncated, as by a full disk
+    assert main([*cmd[3:], "--resume"]) == 0
+    assert_same_run(reference["autoprog-one"], out)
+
+
+def test_resume_refuses_what_it_cannot_continue(data_dir, tmp_path, capsys):
+    out = tmp_path / "nothing"
+    assert (
+        main(
+            [
+                "pretrain",
+                "--method",
+                "prog",
+                "--data-dir",
+                str(data_dir),
+                "--out",
+                str(out),
+                *TINY,
+                "--resume",
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no checkpoint" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_resume_with_another_configuration_is_refused(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    kill_at_step(_cmd(CONFIGS["autoprog-one"], data_dir, out), out, 3)
+    rc = main(["pretrain", *CONFIGS["autoprog-one"], "--data-dir", str(data_dir), "--out", str(out), *TINY,
+               "--lr", "0.01", "--resume"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "--lr" in err
+
+
+def _nan_once(monkeypatch, at_call: int) -> None:
+    """Make the training loss NaN at one call (a loss spike), as a fault injector."""
+    original = torch.nn.CrossEntropyLoss.forward
+    calls = {"n": 0}
+
+    def forward(self, logits, target):
+        calls["n"] += 1
+        loss = original(self, logits, target)
+        return loss * float("nan") if calls["n"] == at_call else loss
+
+    monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward", forward)
+
+
+@pytest.mark.slow
+def test_a_nonfinite_loss_rolls_back_with_a_lower_lr(data_dir, tmp_path, monkeypatch):
+    _nan_once(monkeypatch, at_call=7)
+    out = tmp_path / "run"
+    assert main(["pretrain", "--method", "prog", "--data-dir", str(data_dir), "--out", str(out), *TINY]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["nonfinite_rollbacks"] == 1 and s["steps"] == 32
+    records = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    nonfinite = [r for r in records if r["event"] == "nonfinite"]
+    assert len(nonfinite) == 1 and nonfinite[0]["action"] == "rollback" and nonfinite[0]["lr_scale"] == 0.5
+    steps = [r for r in records if r["event"] == "step"]
+    assert [r["step"] for r in steps] == list(range(32))  # no step trained on the NaN, none twice
+    assert all(r["loss"] == r["loss"] for r in steps)  # no NaN in the log
+    after = [r for r in steps if r["step"] >= nonfinite[0]["step"]]
+    assert after and all(r["lr"] > 0 for r in after)
+
+
+def test_a_nonfinite_loss_with_stop_is_a_one_line_error(data_dir, tmp_path, monkeypatch, capsys):
+    _nan_once(monkeypatch, at_call=2)
+    out = tmp_path / "run"
+    rc = main(
+        [
+            "pretrain",
+            "--method",
+            "full",
+            "--data-dir",
+            str(data_dir),
+            "--out",
+            str(out),
+            *TINY,
+            "--on-nonfinite",
+            "stop",
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "non-finite loss" in err and "step 1" in err
+    assert not (out / "summary.json").exists()
+
+
+def test_controller_state_round_trip_mid_search(tiny_adapter):
+    """A controller restored mid-search continues exactly as the original (same samples, same weights)."""
+    space = GrowthSpace(28, 6, 4, ratio=0.5, num_stages=3)
+
+    def score(net, config):
+        return float(net(torch.ones(2, 1, config.resolution, config.resolution)).abs().mean())
+
+    def make() -> GrowthController:
+        torch.manual_seed(0)
+        return GrowthController(tiny_adapter, create_plan("autoprog-one", space, 3), steps_per_epoch=2,
+                                score_fn=score, search_epochs=1, runtime_fn=lambda c: c.resolution * c.depth)  # fmt: skip
+
+    def train(ctl: GrowthController, steps: int) -> list:
+        seen = []
+        for _ in range(steps):
+            c = ctl.next_config()
+            x = torch.full((2, 1, c.resolution, c.resolution), 0.5)
+            loss = ctl.model(x).pow(2).mean()
+            ctl.optimizer.zero_grad()
+            loss.backward()
+            ctl.optimizer.step()
+            ctl.end_step(0.01)
+            seen.append(c)
+        return seen
+
+    a = make()
+    a.begin_epoch()
+    train(a, 1)
+    buffer = io.BytesIO()
+    torch.save(a.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)  # plain tensors and values only
+    b = make()
+    b.load_state_dict(state)
+    assert b.searching and b.model is not a.model
+    assert train(a, 1) == train(b, 1)
+    events_a, events_b = a.end_epoch(), b.end_epoch()
+    assert [e.kind for e in events_a] == [e.kind for e in events_b] and "search" in [e.kind for e in events_a]
+    assert _clean(a.searches) == _clean(b.searches) and a.current == b.current
+    for (n, p), (m, q) in zip(a.model.named_parameters(), b.model.named_parameters(), strict=True):
+        assert n == m and torch.equal(p, q)
