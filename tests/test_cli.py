@@ -50,6 +50,8 @@ def test_prog_run_grows_and_saves_flops(fmnist_dir, tmp_path):
     assert ckpt["stage"] == 3 and ckpt["epoch"] == 4
     assert sum(k.endswith("attn.qkv.weight") for k in ckpt["model"]) == 4
     assert len(list((out / "checkpoints").glob("stage*.pt"))) == 4
+    # peak memory per stage (RSS on the CPU)
+    assert all(isinstance(st["peak_mem_bytes"], int) and st["peak_mem_bytes"] > 0 for st in s["stages"])
 
 
 def test_full_run_learns_and_counts_full_flops(fmnist_dir, tmp_path):

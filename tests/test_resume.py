@@ -45,7 +45,7 @@ CONFIGS = {
         "0.25",
     ],  # fmt: skip
 }
-TIMING_KEYS = {"wall_clock_s", "environment", "config"}
+TIMING_KEYS = {"wall_clock_s", "environment", "config", "peak_mem_bytes"}  # measurements, not results
 
 
 @pytest.fixture(scope="module")

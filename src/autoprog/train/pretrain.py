@@ -35,6 +35,7 @@ from autoprog.errors import AutoprogError, ConfigError
 from autoprog.flops import FlopTable
 from autoprog.growth.operators import create_operator
 from autoprog.growth.schedule import GrowthSchedule, GrowthSpace, SubnetConfig
+from autoprog.memory import peak_memory_bytes, reset_peak_memory
 from autoprog.search.one_shot import measure_step_time
 from autoprog.train.config import PretrainConfig
 from autoprog.train.loader import BatchSource
@@ -451,6 +452,7 @@ def _pretrain(
         mid = pending  # resuming inside this epoch: the stage has started before the checkpoint
         pending = None
         if spec.first_of_stage or mid is not None:
+            reset_peak_memory(device)
             t_stage = time.perf_counter() - (mid["stage_elapsed"] if mid is not None else 0.0)
             eval_time = 0.0
             # Adaptive regularisation (Appendix C): stronger as the stage (and the network) grows.
@@ -513,7 +515,7 @@ def _pretrain(
                 train_time += stage_time
                 done = ctl.stages[-1]
                 stage_stats.append({**done.__dict__, "wall_clock_s": stage_time, "train_flops_cumulative": train_flops,
-                                    "params": count_params(ctl.model)})  # fmt: skip
+                                    "params": count_params(ctl.model), "peak_mem_bytes": peak_memory_bytes(device)})  # fmt: skip
                 if ctx.is_main:  # the stage's weights, for users (last.pt below is the resumable state)
                     save_checkpoint(
                         {
