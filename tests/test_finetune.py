@@ -223,3 +223,22 @@ def test_finetune_missing_model_is_one_line_error(tmp_path, capsys):
     rc = main(["finetune", "--model", str(tmp_path / "nothing"), "--out", str(tmp_path / "o"), "--steps", "4"])
     assert rc == 2
     assert "neither a folder nor a built-in source" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_each_stage_trains_at_its_own_resolution(tmp_path, cells, monkeypatch):
+    """A stage change mid-epoch re-reads the epoch at the new resolution (it used to keep the old
+    one until the epoch ended, so later stages trained on the first stage's small images)."""
+    from autoprog.train.diffusion import GaussianDiffusion
+
+    seen: list[int] = []
+    original = GaussianDiffusion.loss
+
+    def spy(self, model, x0, *args, **kwargs):
+        seen.append(x0.shape[-1])
+        return original(self, model, x0, *args, **kwargs)
+
+    monkeypatch.setattr(GaussianDiffusion, "loss", spy)
+    s = _run(tmp_path, cells, "prog")
+    planned = [st["resolution"] for st in s["schedule"] for _ in range(st["end_step"] - st["start_step"])]
+    assert seen == planned and len(set(planned)) == 4

@@ -579,7 +579,13 @@ class GrowthController:
         if state["structure"]["sources"] is not None:
             momentum = self.ema.module if self.ema is not None else None
             supernet = ElasticSupernet(self.adapter, self.model, state["structure"]["sources"], momentum)
-        self.model.load_state_dict(state["model"])
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise ConfigError(
+                f"cannot rebuild the checkpoint's grown model with {type(self.adapter).__name__} "
+                f"(its blocks differ from a fresh model of the same depth): {str(e).splitlines()[0]}"
+            ) from None
         if self.ema is not None:
             self.ema.module.load_state_dict(state["ema"])
             self.ema.module.to(self.device or next(self.model.parameters()).device)
@@ -616,7 +622,10 @@ def block_structure(adapter: ModelAdapter, model: nn.Module) -> dict[str, Any]:
     source indices when the blocks are elastic."""
     from timm.layers import DropPath
 
-    container = adapter.get_block_container(model)
+    try:
+        container = adapter.get_block_container(model)
+    except AttributeError:  # an adapter whose blocks have no container of their own until elastic
+        container = None
     blocks = []
     for block in adapter.get_blocks(model):
         rates = [

@@ -18,3 +18,13 @@ class ConfigError(AutoprogError, ValueError):
 class CheckpointError(AutoprogError):
     """A checkpoint file cannot be loaded (missing, truncated, corrupted, not a checkpoint, or holding
     pickled objects that ``weights_only`` loading refuses); the message names the file and why."""
+
+
+class NonFiniteLoss(FloatingPointError):
+    """A NaN/inf training loss, raised before the step's backward (nothing trains on it); carries the
+    value, the step and the learning-rate scale in force. ``pretrain`` / ``finetune`` roll back to
+    the last checkpoint with a lower learning rate, or stop (``--on-nonfinite``)."""
+
+    def __init__(self, value: float, step: int, lr_scale: float) -> None:
+        super().__init__(f"non-finite loss {value} at step {step}")
+        self.value, self.step, self.lr_scale = value, step, lr_scale

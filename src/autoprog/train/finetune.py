@@ -7,10 +7,16 @@ AutoProg-One: supernet loss x runtime) or the manual schedule decides the learna
 
 Frozen parameters get no gradient and no optimizer state; the optimizer and the EMA pairing are
 rebuilt by parameter name at every unfreezing, carrying the moments of parameters that keep learning.
+
+``OUT/checkpoints/last.pt`` (the one before kept as ``last.pt.prev``) holds the whole state of the run
+at every stage boundary and every ``--checkpoint-every`` steps, inside AutoProg-One's supernet
+training too; ``--resume`` continues from it exactly. A non-finite loss is never trained on: the run
+rolls back to the checkpoint with a lower learning rate, or stops (``--on-nonfinite``).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -25,11 +31,11 @@ from tqdm import tqdm
 
 from autoprog.adapters.base import count_params, resize_input
 from autoprog.adapters.diffusers_dit import DiTDenoiser, add_difffit_scales, add_lora
-from autoprog.checkpoint import save_checkpoint
+from autoprog.checkpoint import load_latest_checkpoint, previous_path, save_checkpoint
 from autoprog.data import load_dataset
 from autoprog.distributed import DistContext, RankLog, init_distributed, shutdown_distributed
 from autoprog.ema import ModelEma
-from autoprog.errors import ConfigError
+from autoprog.errors import AutoprogError, ConfigError, NonFiniteLoss
 from autoprog.flops import count_train_flops
 from autoprog.search.one_shot import measure_step_time, power_law_score
 from autoprog.search.zero_shot import zero_shot_search as search_zero_shot
@@ -37,7 +43,7 @@ from autoprog.train.config import PROGRESSIVE_FINETUNE_METHODS, FinetuneConfig
 from autoprog.train.diffusion import Condition, GaussianDiffusion, from_uint8, to_uint8
 from autoprog.train.loader import BatchSource
 from autoprog.train.optim import build_optimizer, carry_state, state_by_name
-from autoprog.train.pretrain import _is_tty, _print, environment
+from autoprog.train.pretrain import RESUME_FREE_FIELDS, _append_log, _is_tty, _print, environment
 from autoprog.train.source import resolve_model
 from autoprog.unfreeze import (
     UnfreezeConfig,
@@ -104,16 +110,106 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = _print) -> dict[s
     sharded, the learnable sub-network trains in DDP (wrapped anew at every unfreezing), search
     decisions are rank 0's, and rank 0 evaluates and writes the results. Mixed precision comes from
     ``cfg.mixed_precision`` or, when that is unset, ``accelerate launch --mixed_precision``.
+
+    ``cfg.resume`` continues the run in ``cfg.out`` exactly from ``checkpoints/last.pt`` (written at
+    every stage boundary and every ``cfg.checkpoint_every`` steps). A non-finite training loss is
+    never trained on: with ``cfg.on_nonfinite == "rollback"`` the run goes back to its last
+    checkpoint with the learning rate times ``cfg.nonfinite_lr_factor`` (at most
+    ``cfg.max_rollbacks`` times), otherwise it stops with an :class:`AutoprogError`.
     """
     cfg.validate()
     joined = torch.distributed.is_available() and torch.distributed.is_initialized()
     on_cuda = (cfg.device or "").startswith("cuda") or (not cfg.device and torch.cuda.is_available())
     ctx = init_distributed("cuda" if on_cuda else "cpu")
+    say = log if ctx.is_main else (lambda _msg: None)
+    last = Path(cfg.out) / "checkpoints" / "last.pt"
     try:
-        return _finetune(cfg, log if ctx.is_main else (lambda _msg: None), ctx)
+        resume, lr_scale, rollbacks, notes = cfg.resume, None, 0, []
+        while True:
+            try:
+                return _finetune(
+                    cfg, say, ctx, resume=resume, lr_scale=lr_scale, rollbacks=rollbacks, notes=notes
+                )
+            except NonFiniteLoss as e:
+                present = last.exists() or previous_path(last).exists()
+                roll = ctx.broadcast(
+                    cfg.on_nonfinite == "rollback" and rollbacks < cfg.max_rollbacks and present
+                )
+                if not roll:
+                    _append_log(cfg.out, ctx, {"event": "nonfinite", "step": e.step, "action": "stop",
+                                               "lr_scale": e.lr_scale})  # fmt: skip
+                    why = "--on-nonfinite stop" if cfg.on_nonfinite == "stop" else (
+                        f"{rollbacks} rollback(s) done, --max-rollbacks {cfg.max_rollbacks}" if present
+                        else "no checkpoint to roll back to"
+                    )  # fmt: skip
+                    raise AutoprogError(
+                        f"non-finite training loss ({e.value}) at step {e.step}; stopped ({why}; "
+                        f"last checkpoint: {last if present else 'none'})"
+                    ) from None
+                rollbacks += 1
+                lr_scale = e.lr_scale * cfg.nonfinite_lr_factor
+                say(
+                    f"  non-finite loss ({e.value}) at step {e.step}: rolling back to {last} with LR x{lr_scale:g}"
+                )
+                notes.append(
+                    {"event": "nonfinite", "step": e.step, "action": "rollback", "lr_scale": lr_scale}
+                )
+                resume = True
     finally:
         if not joined:
             shutdown_distributed()
+
+
+def load_resume_state(cfg: FinetuneConfig, log: Callable[[str], None] = _print) -> dict[str, Any]:
+    """The state ``--resume`` continues from: ``OUT/checkpoints/last.pt`` (``last.pt.prev`` if that one
+    cannot be loaded), written by a run of the same configuration (up to :data:`RESUME_FREE_FIELDS`).
+
+    Raises:
+        ConfigError: no checkpoint, not a finetune checkpoint, or a different configuration (the
+            message names the first differing option).
+        CheckpointError: neither file can be loaded.
+    """
+    last = Path(cfg.out) / "checkpoints" / "last.pt"
+    if not last.exists() and not previous_path(last).exists():
+        raise ConfigError(
+            f"--resume: no checkpoint in {last.parent} (a run checkpoints at every stage boundary and "
+            "every --checkpoint-every steps)"
+        )
+    state = load_latest_checkpoint(last, log=log)
+    if state.get("kind") != "finetune" or "phase" not in state or not isinstance(state.get("config"), dict):
+        raise ConfigError(f"--resume: {last} is not a resumable checkpoint of autoprog finetune")
+    saved, mine = state["config"], cfg.to_dict()
+    for key, value in mine.items():
+        if key not in RESUME_FREE_FIELDS and saved.get(key, value) != value:
+            raise ConfigError(
+                f"--resume: the run in {cfg.out} used --{key.replace('_', '-')} {saved.get(key)!r}, not {value!r}"
+            )
+    return state
+
+
+def _plain(obj: Any) -> Any:
+    """``obj`` as JSON types only (NumPy scalars become floats, tuples lists): loadable with
+    ``weights_only=True``."""
+    return json.loads(json.dumps(obj))
+
+
+def _rng_state(device: torch.device, gen: torch.Generator) -> dict[str, Any]:
+    """This process's random states: the training generator, torch's (CPU, CUDA) and Python's."""
+    version, internal, gauss = random.getstate()
+    state: dict[str, Any] = {"gen": gen.get_state(), "torch": torch.get_rng_state(),
+                             "python": [version, list(internal), gauss]}  # fmt: skip
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device, gen: torch.Generator) -> None:
+    gen.set_state(state["gen"])
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def mixed_precision_dtype(setting: str | None, device: torch.device) -> torch.dtype | None:
@@ -127,8 +223,24 @@ def mixed_precision_dtype(setting: str | None, device: torch.device) -> torch.dt
     return {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[value]
 
 
-def _finetune(cfg: FinetuneConfig, log: Callable[[str], None], ctx: DistContext) -> dict[str, Any]:
+def _finetune(
+    cfg: FinetuneConfig,
+    log: Callable[[str], None],
+    ctx: DistContext,
+    *,
+    resume: bool = False,
+    lr_scale: float | None = None,
+    rollbacks: int = 0,
+    notes: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """One attempt of :func:`finetune`: from scratch, or (``resume``) from ``OUT/checkpoints/last.pt``.
+
+    ``lr_scale``: the learning-rate scale after a rollback (default: the checkpoint's, else 1);
+    ``rollbacks``: how many this job has done; ``notes``: this job's ``nonfinite`` records, logged
+    again if the log was truncated to a checkpoint written before them.
+    """
     out = Path(cfg.out)
+    saved = load_resume_state(cfg, log) if resume else None
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -153,6 +265,8 @@ def _finetune(cfg: FinetuneConfig, log: Callable[[str], None], ctx: DistContext)
         raise ConfigError(f"{model_dir} is a fine-tuned model with stage identifiers; start from its source")
     peft_predicate = apply_method_parameters(model, cfg.method, cfg.lora_rank)
     model.to(device)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
 
     # Data at the source's size and channels; images scaled to [-1, 1].
     train_set = load_dataset(cfg.data, "train", data_dir=cfg.data_dir, image_size=full_res, in_chans=channels)
@@ -224,47 +338,80 @@ def _finetune(cfg: FinetuneConfig, log: Callable[[str], None], ctx: DistContext)
     )
 
     # Rank 0 writes the log; with several processes each keeps its decisions with a parameter digest.
-    log_file = (out / "log.jsonl").open("w") if ctx.is_main else None
+    # A resumed run drops what was logged after its checkpoint (it is trained again) and appends.
+    log_file = None
+    if ctx.is_main:
+        log_path = out / "log.jsonl"
+        if saved is None or not log_path.exists():
+            log_file = log_path.open("w")
+        elif log_path.stat().st_size < saved["log_offset"]:
+            log(f"  {log_path} is shorter than at the checkpoint: appending to it")
+            log_file = log_path.open("a")
+        else:
+            log_file = log_path.open("r+")
+            log_file.seek(saved["log_offset"])
+            log_file.truncate()
     rank_log = RankLog(out, ctx)
 
     def emit(record: dict[str, Any]) -> None:
         if log_file is not None:
             log_file.write(json.dumps(record) + "\n")
+            log_file.flush()  # a kill loses no record; a resumed run truncates to the checkpoint's offset
         if record["event"] in ("stage", "search"):
             rank_log.write(record, model)
 
     ema: ModelEma | None = None
     optimizer: torch.optim.Optimizer | None = None
     train_net: nn.Module = model  # the module of the training forward (DDP when distributed)
+    # A resumed run's optimizer state (by parameter name) and EMA weights, taken by the first rebuild.
+    restored_opt: dict[str, dict[str, torch.Tensor]] = {}
+    restored_ema: dict[str, torch.Tensor] | None = None
+    if lr_scale is None:
+        lr_scale = float(saved["lr_scale"]) if saved is not None else 1.0
 
     def rebuild(supernet: bool = False) -> None:
         """After an unfreezing: optimizer over the learnable parameters only, state carried by name;
         DDP re-wrapped over them (``supernet``: steps train varying subsets of them)."""
-        nonlocal optimizer, ema, train_net
-        old = state_by_name(optimizer) if optimizer is not None else {}
-        optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
+        nonlocal optimizer, ema, train_net, restored_opt, restored_ema
+        old = state_by_name(optimizer) if optimizer is not None else restored_opt
+        restored_opt = {}
+        optimizer = build_optimizer(model, cfg.lr * lr_scale, cfg.weight_decay)
         carry_state(old, optimizer, {n: n for n, p in model.named_parameters() if p.requires_grad})
         if cfg.ema_decay > 0:
             if ema is None:
                 ema = ModelEma(model, cfg.ema_decay)
+                if restored_ema is not None:
+                    ema.load_state_dict(restored_ema)
+                    restored_ema = None
             ema.rebuild(model, trainable_only=True)
         train_net = ctx.wrap(model, find_unused_parameters=supernet)
 
     stage_id = 0
     step = 0
     train_flops = 0
+    # Position in the data: the epoch, the batches of it taken, the resolution its iterator was made
+    # at (an epoch keeps the resolution it started with, across stage boundaries).
     epoch_iter = None
     epoch = 0
+    taken = 0
+    epoch_res = 0
 
     def next_batch(resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
-        nonlocal epoch_iter, epoch
+        """The next batch at ``resolution``; a new resolution (a stage change) re-reads the current
+        epoch at it from the same position, so every stage trains at its own resolution."""
+        nonlocal epoch_iter, epoch, taken, epoch_res
+        if epoch_iter is not None and epoch_res != resolution:
+            epoch_iter, epoch_res = itertools.islice(source.epoch(epoch, resolution), taken, None), resolution
         while True:
             if epoch_iter is None:
-                epoch_iter = source.epoch(epoch, resolution)
+                epoch_iter, epoch_res = source.epoch(epoch, resolution), resolution
             try:
-                return next(epoch_iter)
+                batch = next(epoch_iter)
             except StopIteration:
-                epoch_iter, epoch = None, epoch + 1
+                epoch_iter, epoch, taken = None, epoch + 1, 0
+                continue
+            taken += 1
+            return batch
 
     def condition(y: torch.Tensor) -> Condition:
         return make_condition(
@@ -272,16 +419,23 @@ def _finetune(cfg: FinetuneConfig, log: Callable[[str], None], ctx: DistContext)
             cfg.sid_dropout, gen, device,
         )  # fmt: skip
 
-    def train_step(c: UnfreezeConfig) -> float:
+    def train_step(c: UnfreezeConfig, data_resolution: int | None = None) -> float:
+        """One step of sub-network ``c``. ``data_resolution``: read batches at it and resize each to
+        ``c``'s (the supernet: candidates change every step, the loader's resolution does not)."""
         nonlocal step, train_flops
         assert optimizer is not None
-        x, y = next_batch(c.resolution)
+        x, y = next_batch(data_resolution or c.resolution)
         x0 = from_uint8(x).to(device)
+        if x0.shape[-1] != c.resolution:
+            x0 = resize_input(x0, c.resolution)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             loss = diffusion.loss(train_net, x0, condition(y), generator=gen)
         value = loss.item()
-        if not math.isfinite(value):
-            raise FloatingPointError(f"non-finite loss {value} at step {step}")
+        bad = not math.isfinite(value)
+        if ctx.distributed:  # every process stops (or rolls back) together
+            bad = ctx.all_reduce_sum([float(bad)])[0] > 0
+        if bad:  # never trained on: finetune() rolls back to the last checkpoint or stops
+            raise NonFiniteLoss(value, step, lr_scale)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:  # fp16: scaled gradients, steps skipped on overflow
             scaler.scale(loss).backward()
@@ -368,24 +522,48 @@ def _finetune(cfg: FinetuneConfig, log: Callable[[str], None], ctx: DistContext)
         return chosen, record
 
     def supernet_search(
-        k: int, current: UnfreezeConfig | None, end_step: int
+        k: int,
+        current: UnfreezeConfig | None,
+        end_step: int,
+        checkpoint: Callable[[dict[str, Any]], None],
+        saved_search: dict[str, Any] | None = None,
     ) -> tuple[UnfreezeConfig, dict[str, Any]]:
         """AutoProg-One for fine-tuning (Sec. 5.1.2): train with a random candidate per step for a
-        part of the stage (these steps count: weight recycling), rank by average loss x time (Eq. 6)."""
-        t0 = time.perf_counter()
+        part of the stage (these steps count: weight recycling), rank by average loss x time (Eq. 6).
+
+        ``checkpoint(search_state)`` saves the run mid-search every ``--checkpoint-every`` steps;
+        ``saved_search`` is such a state to continue from."""
+        t0 = time.perf_counter() - (saved_search["elapsed_s"] if saved_search is not None else 0.0)
         candidates = zero_shot_candidates(space, k, current)
-        n_steps = max(len(candidates), int(cfg.search_fraction * (end_step - step)))
-        losses: dict[UnfreezeConfig, list[float]] = {c: [] for c in candidates}
+        rng = random.Random(cfg.seed * 1_000_003 + k)
+        if saved_search is None:
+            n_steps, done = max(len(candidates), int(cfg.search_fraction * (end_step - step))), 0
+            losses: dict[UnfreezeConfig, list[float]] = {c: [] for c in candidates}
+        else:
+            if saved_search["candidates"] != [[c.resolution, c.level] for c in candidates]:
+                raise ConfigError(
+                    f"--resume: the checkpoint's stage-{k} search has other candidates than this run's"
+                )
+            n_steps, done = saved_search["n_steps"], saved_search["done"]
+            losses = {c: list(v) for c, v in zip(candidates, saved_search["losses"], strict=True)}
+            version, internal, gauss = saved_search["rng"]
+            rng.setstate((version, tuple(internal), gauss))
         widest = max(candidates, key=lambda c: c.level)
         configure(widest)
         rebuild(
             supernet=len({c.level for c in candidates}) > 1
         )  # the optimizer covers every candidate's parameters; frozen ones get no grad
-        rng = random.Random(cfg.seed * 1_000_003 + k)
-        for _ in range(n_steps):
+        for i in range(done, n_steps):
             c = rng.choice(candidates)
             configure(c)
-            losses[c].append(train_step(c))
+            losses[c].append(train_step(c, data_resolution=max(x.resolution for x in candidates)))
+            emit({"event": "step", "step": step - 1, "stage": k, "loss": losses[c][-1], "supernet": True,
+                  "resolution": c.resolution, "level": c.level})  # fmt: skip
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                version, internal, gauss = rng.getstate()
+                checkpoint({"candidates": [[c.resolution, c.level] for c in candidates],
+                            "losses": [losses[c] for c in candidates], "rng": [version, list(internal), gauss],
+                            "n_steps": n_steps, "done": i + 1, "elapsed_s": time.perf_counter() - t0})  # fmt: skip
         times = []
         for c in candidates:
             configure(c)
@@ -401,65 +579,167 @@ def _finetune(cfg: FinetuneConfig, log: Callable[[str], None], ctx: DistContext)
                   "search_time_s": time.perf_counter() - t0}  # fmt: skip
         return candidates[best], record
 
-    # The stages.
-    t_start = time.perf_counter()
+    # The stages. A resumed run restores its state here, after the set-up (which draws from the
+    # global random generators exactly as the interrupted run did).
+    t_start = time.perf_counter() - (saved["elapsed_s"] if saved is not None else 0.0)
     searches: list[dict[str, Any]] = []
-    stages_done = []
+    stages_done: list[dict[str, Any]] = []
     stage_stats: list[dict[str, Any]] = []
     current: UnfreezeConfig | None = None
-    show = cfg.progress is True or (cfg.progress is None and _is_tty())
-    for k, planned in enumerate(plan):
-        stage_id = k
-        t_stage = time.perf_counter()
-        start = step
-        if planned is None:
-            if cfg.method == "autoprog-zero":
-                chosen, record = zero_shot_search(k, current)
-            else:
-                chosen, record = supernet_search(k, current, bounds[k + 1])
-            searches.append(record)
-            emit({"event": "search", **record})
-            log(
-                f"  stage {k} search: {chosen.resolution}px level {chosen.level} ({record['search_time_s']:.1f}s)"
-            )
-        else:
-            chosen = planned
-        trainable = configure(chosen)
-        rebuild()
-        emit({"event": "stage", "stage": k, "step": step, "resolution": chosen.resolution, "level": chosen.level,
-              "trainable_params": trainable})  # fmt: skip
-        if k > 0 or len(plan) > 1:
-            log(
-                f"  stage {k}: {chosen.resolution}px, level {chosen.level}, {trainable:,} learnable parameters"
-            )
-        losses: list[float] = []
-        bar = tqdm(
-            range(step, bounds[k + 1]),
-            desc=f"stage {k} [{chosen.resolution}px L{chosen.level}]",
-            disable=not show,
-            leave=False,
+    first_stage, mid = 0, None
+    nonfinite_events: list[dict[str, Any]] = []  # the run's rollbacks so far (log records)
+    if saved is not None:
+        searches, stages_done, stage_stats = saved["searches"], saved["schedule"], saved["stage_stats"]
+        if stages_done:
+            current = UnfreezeConfig(stages_done[-1]["resolution"], stages_done[-1]["level"])
+        step, train_flops = saved["step"], saved["train_flops"]
+        epoch, taken, epoch_res = (
+            saved["data"]["epoch"],
+            saved["data"]["batches"],
+            saved["data"]["resolution"],
         )
-        for _ in bar:
-            losses.append(train_step(chosen))
-            emit({"event": "step", "step": step - 1, "stage": k, "loss": losses[-1]})
-            if step % 50 == 0:
-                bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
-        stage_time = time.perf_counter() - t_stage
-        total, n = ctx.all_reduce_sum([sum(losses), len(losses)])  # the stage's loss over all processes
-        stages_done.append({"stage": k, "start_step": bounds[k], "end_step": bounds[k + 1], "resolution": chosen.resolution,
-                            "level": chosen.level, "trainable_params": trainable})  # fmt: skip
-        stage_stats.append({**stages_done[-1], "wall_clock_s": stage_time, "train_flops_cumulative": train_flops,
-                            "mean_loss": total / n if n else None, "steps_trained": step - start})  # fmt: skip
-        if losses:
-            log(f"  stage {k} done: loss {stage_stats[-1]['mean_loss']:.4f} ({stage_time:.1f}s)")
-        current = chosen
-        if ctx.is_main:
-            save_checkpoint({"model": model.state_dict(), "ema": ema.state_dict() if ema else None, "step": step,
-                             "stage": k, "schedule": stages_done, "config": cfg.to_dict()}, out / "checkpoints" / "last.pt")  # fmt: skip
+        if taken > 0:
+            epoch_iter = itertools.islice(source.epoch(epoch, epoch_res), taken, None)
+        step_times.update({UnfreezeConfig(r, lv): t for r, lv, t in saved["step_times"]})
+        restored_opt = {
+            name: {
+                key: v.to(device) if isinstance(v, torch.Tensor) and v.ndim > 0 else v
+                for key, v in st.items()
+            }
+            for name, st in saved["optimizer"].items()
+        }
+        restored_ema = saved["ema"]
+        if scaler is not None and saved["scaler"]:
+            scaler.load_state_dict(saved["scaler"])
+        if len(saved["rng"]) != ctx.world_size:
+            raise ConfigError(
+                f"--resume: the run in {out} had {len(saved['rng'])} process(es), this one has {ctx.world_size}"
+            )
+        _set_rng_state(saved["rng"][ctx.rank], device, gen)
+        if saved["phase"] == "done":
+            first_stage = saved["stage"] + 1
+        else:
+            first_stage, mid = saved["stage"], saved
+        nonfinite_events = list(saved.get("nonfinite_events", []))
+        for record in notes or []:  # this job's rollbacks that the truncated log no longer holds
+            if record not in nonfinite_events:
+                nonfinite_events.append(record)
+                emit(record)
+        emit({"event": "resume", "step": step, "stage": saved["stage"], "phase": saved["phase"],
+              "lr_scale": lr_scale, "rollbacks": rollbacks})  # fmt: skip
+        log(f"  resumed at step {step} (stage {saved['stage']}, {saved['phase']}) from {out / 'checkpoints'}")
+
+    def save_state(k: int, phase: str, t_stage: float, start: int, **where: Any) -> None:
+        """Write everything a resumed run needs to continue exactly (``checkpoints/last.pt``, the
+        previous one kept as ``last.pt.prev``). ``phase``: ``search`` (inside AutoProg-One's
+        supernet training), ``train`` (inside stage ``k``'s training) or ``done`` (stage ``k`` ended).
+        Called by every process (their random states are gathered); rank 0 writes."""
+        rng_states = [_rng_state(device, gen)]
+        if ctx.distributed:
+            rng_states = [None] * ctx.world_size
+            torch.distributed.all_gather_object(rng_states, _rng_state(device, gen))
+        if log_file is None:
+            return
+        log_file.flush()
+        now = time.perf_counter()
+        chosen = where.get("chosen")
+        state = {
+            "kind": "finetune",
+            "model": model.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
+            "optimizer": state_by_name(optimizer) if optimizer is not None else restored_opt,
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "step": step,
+            "stage": k,
+            "phase": phase,
+            "chosen": None if chosen is None else [chosen.resolution, chosen.level],
+            "trainable_params": where.get("trainable"),
+            "stage_start_step": start,
+            "stage_losses": list(where.get("losses", [])),
+            "search": where.get("search"),
+            "schedule": _plain(stages_done),
+            "stage_stats": _plain(stage_stats),
+            "searches": _plain(searches),
+            "train_flops": train_flops,
+            "data": {"epoch": epoch, "batches": taken, "resolution": epoch_res},
+            "rng": rng_states,
+            "step_times": [[c.resolution, c.level, t] for c, t in step_times.items()],
+            "lr_scale": lr_scale,
+            "nonfinite_events": nonfinite_events,
+            "elapsed_s": now - t_start,
+            "stage_elapsed_s": now - t_stage,
+            "log_offset": log_file.tell(),
+            "config": cfg.to_dict(),
+        }
+        save_checkpoint(state, out / "checkpoints" / "last.pt", keep_previous=True)
+
+    show = cfg.progress is True or (cfg.progress is None and _is_tty())
+    try:
+        for k in range(first_stage, len(plan)):
+            planned = plan[k]
+            stage_id = k
+            cont, mid = mid, None  # the checkpoint's state inside this stage, when resuming into it
+            t_stage = time.perf_counter() - (cont["stage_elapsed_s"] if cont is not None else 0.0)
+            start = cont["stage_start_step"] if cont is not None else step
+            if cont is not None and cont["phase"] == "train":  # the stage's sub-network was chosen and logged
+                chosen = UnfreezeConfig(*cont["chosen"])
+                trainable = configure(chosen)
+                rebuild()
+                losses: list[float] = list(cont["stage_losses"])
+            else:
+                if planned is None:
+                    if cfg.method == "autoprog-zero":
+                        chosen, record = zero_shot_search(k, current)
+                    else:
+                        chosen, record = supernet_search(
+                            k, current, bounds[k + 1],
+                            lambda search, k=k, t=t_stage, s=start: save_state(k, "search", t, s, search=search),
+                            cont["search"] if cont is not None else None,
+                        )  # fmt: skip
+                    searches.append(record)
+                    emit({"event": "search", **record})
+                    log(
+                        f"  stage {k} search: {chosen.resolution}px level {chosen.level} ({record['search_time_s']:.1f}s)"
+                    )
+                else:
+                    chosen = planned
+                trainable = configure(chosen)
+                rebuild()
+                emit({"event": "stage", "stage": k, "step": step, "resolution": chosen.resolution, "level": chosen.level,
+                      "trainable_params": trainable})  # fmt: skip
+                if k > 0 or len(plan) > 1:
+                    log(
+                        f"  stage {k}: {chosen.resolution}px, level {chosen.level}, {trainable:,} learnable parameters"
+                    )
+                losses = []
+            bar = tqdm(
+                range(step, bounds[k + 1]),
+                desc=f"stage {k} [{chosen.resolution}px L{chosen.level}]",
+                disable=not show,
+                leave=False,
+            )
+            for _ in bar:
+                losses.append(train_step(chosen))
+                emit({"event": "step", "step": step - 1, "stage": k, "loss": losses[-1]})
+                if step % 50 == 0:
+                    bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < bounds[k + 1]:
+                    save_state(k, "train", t_stage, start, chosen=chosen, trainable=trainable, losses=losses)
+            stage_time = time.perf_counter() - t_stage
+            total, n = ctx.all_reduce_sum([sum(losses), len(losses)])  # the stage's loss over all processes
+            stages_done.append({"stage": k, "start_step": bounds[k], "end_step": bounds[k + 1], "resolution": chosen.resolution,
+                                "level": chosen.level, "trainable_params": trainable})  # fmt: skip
+            stage_stats.append({**stages_done[-1], "wall_clock_s": stage_time, "train_flops_cumulative": train_flops,
+                                "mean_loss": total / n if n else None, "steps_trained": step - start})  # fmt: skip
+            if losses:
+                log(f"  stage {k} done: loss {stage_stats[-1]['mean_loss']:.4f} ({stage_time:.1f}s)")
+            current = chosen
+            save_state(k, "done", t_stage, start, chosen=chosen, trainable=trainable)
+    finally:
+        rank_log.close()
+        if log_file is not None:
+            log_file.close()
     wall_clock = time.perf_counter() - t_start
-    rank_log.close()
-    if log_file is not None:
-        log_file.close()
     # FLOPs of all processes together (each counted its own samples).
     train_flops = int(ctx.all_reduce_sum([float(train_flops)])[0])
     schedule = UnfreezeSchedule.from_list(stages_done)
@@ -503,6 +783,8 @@ def _finetune(cfg: FinetuneConfig, log: Callable[[str], None], ctx: DistContext)
         "config": cfg.to_dict(),
         "mixed_precision": {None: "no", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype],
         "environment": {**environment(device), "world_size": ctx.world_size},
+        "nonfinite_rollbacks": sum(r["action"] == "rollback" for r in nonfinite_events),
+        "lr_scale": lr_scale,
     }
     if ctx.is_main:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -575,4 +857,12 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int = 10) -> None:
     Image.fromarray(arr).save(path)
 
 
-__all__ = ["apply_method_parameters", "evaluate_fid", "finetune", "make_condition", "save_grid"]
+__all__ = [
+    "NonFiniteLoss",
+    "apply_method_parameters",
+    "evaluate_fid",
+    "finetune",
+    "load_resume_state",
+    "make_condition",
+    "save_grid",
+]

@@ -31,7 +31,7 @@ from autoprog.controller import EpochSpec, Event, GrowthController, create_plan
 from autoprog.data import class_balanced_subset, load_dataset
 from autoprog.data.augment import RandAugmentDataset
 from autoprog.distributed import DistContext, RankLog, init_distributed, shutdown_distributed
-from autoprog.errors import AutoprogError, ConfigError
+from autoprog.errors import AutoprogError, ConfigError, NonFiniteLoss
 from autoprog.flops import FlopTable
 from autoprog.growth.operators import create_operator
 from autoprog.growth.schedule import GrowthSchedule, GrowthSpace, SubnetConfig
@@ -155,29 +155,26 @@ def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = _print) -> dict[s
             shutdown_distributed()
 
 
-class NonFiniteLoss(FloatingPointError):
-    """A NaN/inf training loss (the step is not taken); carries the step and the LR scale in force."""
-
-    def __init__(self, value: float, step: int, lr_scale: float) -> None:
-        super().__init__(f"non-finite loss {value} at step {step}")
-        self.value, self.step, self.lr_scale = value, step, lr_scale
-
-
 def _append_log(out: str, ctx: DistContext, record: dict[str, Any]) -> None:
     if ctx.is_main:
         with (Path(out) / "log.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")
 
 
-#: Options that may differ between a run and its resumption.
-_RESUME_FREE = {
-    "resume",
-    "checkpoint_every",
-    "progress",
-    "on_nonfinite",
-    "nonfinite_lr_factor",
-    "max_rollbacks",
-}
+#: Options that may differ between a run and its resumption (``out``: the folder may have moved;
+#: ``threads``: allowed, though a different count can change the last bits of the numbers).
+RESUME_FREE_FIELDS = frozenset(
+    {
+        "out",
+        "resume",
+        "checkpoint_every",
+        "progress",
+        "threads",
+        "on_nonfinite",
+        "nonfinite_lr_factor",
+        "max_rollbacks",
+    }
+)
 
 
 def _pretrain(
@@ -598,7 +595,7 @@ def _load_resume_state(out: Path, cfg: PretrainConfig, log: Callable[[str], None
         raise ConfigError(f"--resume: {last} is not a resumable pretrain checkpoint")
     saved, mine = state["config"], cfg.to_dict()
     for key, value in mine.items():
-        if key not in _RESUME_FREE and saved.get(key) != value:
+        if key not in RESUME_FREE_FIELDS and saved.get(key) != value:
             raise ConfigError(
                 f"--resume: the run in {out} used --{key.replace('_', '-')} {saved.get(key)!r}, not {value!r}"
             )
