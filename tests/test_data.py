@@ -471,3 +471,25 @@ def test_randaugment_survives_magnitude_at_the_top():
     for i in range(400):
         x, y = aug[i % 4]
         assert x.shape == (1, 8, 8) and x.dtype == torch.uint8 and y == i % 2
+
+
+def test_image_folders_decode_at_the_stage_resolution(image_root: Path, monkeypatch) -> None:
+    """Resize at load time (issue 9): a stage's images are decoded straight to its resolution."""
+    from autoprog.data import datasets
+    from autoprog.train.loader import BatchSource
+
+    sizes: list[int] = []
+    original = datasets.load_image
+
+    def spy(path, image_size, in_chans):
+        sizes.append(image_size)
+        return original(path, image_size, in_chans)
+
+    monkeypatch.setattr(datasets, "load_image", spy)
+    train = load_dataset(f"imagefolder:{image_root}", "train", image_size=32, in_chans=3)
+    source = BatchSource(train, 2, shuffle=False, drop_last=False)
+    small = [x for x, _ in source.epoch(0, 12)]
+    assert set(sizes) == {12} and all(x.shape[-2:] == (12, 12) for x in small)
+    sizes.clear()
+    full = [x for x, _ in source.epoch(1, 32)]
+    assert set(sizes) == {32} and all(x.shape[-2:] == (32, 32) for x in full)

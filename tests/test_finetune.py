@@ -174,6 +174,7 @@ def test_finetune_autoprog_zero_summary_contract(tmp_path, cells):
     for key in ("method", "fid", "wall_clock_s", "train_flops", "schedule", "search"):
         assert key in s
     assert s["method"] == "autoprog-zero" and s["sid"] is True
+    assert all(isinstance(st["peak_mem_bytes"], int) and st["peak_mem_bytes"] > 0 for st in s["stages"])
     assert [st["stage"] for st in s["schedule"]] == [0, 1, 2, 3]
     assert s["schedule"][-1]["resolution"] == 28 and s["schedule"][-1]["level"] == 4
     assert all({"resolution", "level", "trainable_params"} <= set(st) for st in s["schedule"])

@@ -31,6 +31,7 @@ TINY = ["--depth", "4", "--epochs", "8", "--batch-size", "32", "--train-subset",
         "--search-runtime", "flops", "--checkpoint-every", "1"]  # fmt: skip
 CONFIGS = {
     "autoprog-one": ["--method", "autoprog-one"],
+    "resnet-prog": ["--model", "resnet18", "--method", "prog"],  # a grown ResNet's stages are uneven
     "prog-identity-mixup": [
         "--method",
         "prog",
@@ -124,7 +125,12 @@ def assert_same_run(a: Path, b: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "window"),
-    [("autoprog-one", (1, 3)), ("autoprog-one", (9, 11)), ("prog-identity-mixup", (5, 27))],
+    [
+        ("autoprog-one", (1, 3)),
+        ("autoprog-one", (9, 11)),
+        ("prog-identity-mixup", (5, 27)),
+        ("resnet-prog", (5, 12)),
+    ],
 )
 def test_killed_run_resumes_exactly(data_dir, reference, tmp_path, name, window):
     target = random.Random(f"{name}{window}").randint(*window)  # a random step, reproducible

@@ -97,7 +97,7 @@ def records(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
 
-TIMINGS = {"wall_clock_s", "search_time_s", "scoring_time_s", "environment"}
+TIMINGS = {"wall_clock_s", "search_time_s", "scoring_time_s", "environment", "peak_mem_bytes"}
 
 
 def strip(obj):

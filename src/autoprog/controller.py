@@ -568,7 +568,11 @@ class GrowthController:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`: rebuild the model to the saved shape, then load everything."""
-        model = self.adapter.create_model(len(state["structure"]["blocks"]))
+        layout = state["structure"].get("layout")
+        if layout is not None:  # an adapter whose blocks are split in groups (a ResNet's stages)
+            model = self.adapter.create_model_from_layout(layout)  # type: ignore[attr-defined]
+        else:
+            model = self.adapter.create_model(len(state["structure"]["blocks"]))
         apply_block_structure(self.adapter, model, state["structure"])
         self.model = model
         self._to_device()
@@ -638,7 +642,8 @@ def block_structure(adapter: ModelAdapter, model: nn.Module) -> dict[str, Any]:
             wraps, inner = wraps + 1, inner.block
         blocks.append({"rezero": wraps, "drop_path": rates})
     sources = list(container.sources) if isinstance(container, ElasticBlocks) else None
-    return {"blocks": blocks, "sources": sources}
+    layout = adapter.block_layout(model) if hasattr(adapter, "block_layout") else None
+    return {"blocks": blocks, "sources": sources, "layout": layout}
 
 
 def apply_block_structure(adapter: ModelAdapter, model: nn.Module, structure: dict[str, Any]) -> None:

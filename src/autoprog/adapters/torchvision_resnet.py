@@ -109,7 +109,18 @@ class TorchvisionResNetAdapter:
 
     def create_model(self, depth: int | None = None) -> nn.Module:
         depth = self.full.depth if depth is None else depth
-        layers = [1 + g for g in self.stage_depths(depth)]
+        return self.create_model_from_layout(self.stage_depths(depth))
+
+    def block_layout(self, model: nn.Module) -> list[int]:
+        """Growable blocks per stage. A grown ResNet's split need not be :meth:`stage_depths`' (copies
+        stay in their source's stage), so checkpoints record it to rebuild the model's shape."""
+        widths = [_width(self._first(model, name)) for name in _STAGES]
+        blocks = [_width(b) for b in self.get_blocks(model)]
+        return [blocks.count(w) for w in widths]
+
+    def create_model_from_layout(self, layout: list[int]) -> nn.Module:
+        """A freshly initialised model with ``layout[i]`` growable blocks in stage ``i``."""
+        layers = [1 + g for g in layout]
         model = tv_resnet.ResNet(self.block_cls, layers, num_classes=self.num_classes)
         if self.small_input or self.in_chans != 3:
             k, s, p = (3, 1, 1) if self.small_input else (7, 2, 3)

@@ -203,6 +203,9 @@ class ImageFolderDataset(Dataset):
         if not self.samples:
             raise AutoprogError(f"no images in {self.root} (expected {self.root}/<class>/<image>)")
         self.image_size = image_size
+        #: the size images are decoded to: ``image_size``, or a stage's smaller resolution
+        #: (:meth:`set_load_resolution`), so a stage's images are resized once, from the file
+        self.load_resolution = image_size
         self.in_chans = in_chans
         self.targets = torch.tensor([label for _, label in self.samples], dtype=torch.int64)
         default_mean, default_std = _convert_stats(_IMAGENET_STATS, 3, in_chans)
@@ -219,9 +222,13 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def set_load_resolution(self, resolution: int | None) -> None:
+        """Decode images straight to ``resolution`` (``None``: back to ``image_size``)."""
+        self.load_resolution = self.image_size if resolution is None else resolution
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
-        return load_image(path, self.image_size, self.in_chans), label
+        return load_image(path, self.load_resolution, self.in_chans), label
 
 
 class SubsetDataset(Subset):

@@ -37,6 +37,7 @@ from autoprog.distributed import DistContext, RankLog, init_distributed, shutdow
 from autoprog.ema import ModelEma
 from autoprog.errors import AutoprogError, ConfigError, NonFiniteLoss
 from autoprog.flops import count_train_flops
+from autoprog.memory import peak_memory_bytes, reset_peak_memory
 from autoprog.search.one_shot import measure_step_time, power_law_score
 from autoprog.search.zero_shot import zero_shot_search as search_zero_shot
 from autoprog.train.config import PROGRESSIVE_FINETUNE_METHODS, FinetuneConfig
@@ -680,6 +681,7 @@ def _finetune(
             stage_id = k
             cont, mid = mid, None  # the checkpoint's state inside this stage, when resuming into it
             t_stage = time.perf_counter() - (cont["stage_elapsed_s"] if cont is not None else 0.0)
+            reset_peak_memory(device)
             start = cont["stage_start_step"] if cont is not None else step
             if cont is not None and cont["phase"] == "train":  # the stage's sub-network was chosen and logged
                 chosen = UnfreezeConfig(*cont["chosen"])
@@ -730,7 +732,8 @@ def _finetune(
             stages_done.append({"stage": k, "start_step": bounds[k], "end_step": bounds[k + 1], "resolution": chosen.resolution,
                                 "level": chosen.level, "trainable_params": trainable})  # fmt: skip
             stage_stats.append({**stages_done[-1], "wall_clock_s": stage_time, "train_flops_cumulative": train_flops,
-                                "mean_loss": total / n if n else None, "steps_trained": step - start})  # fmt: skip
+                                "mean_loss": total / n if n else None, "steps_trained": step - start,
+                                "peak_mem_bytes": peak_memory_bytes(device)})  # fmt: skip
             if losses:
                 log(f"  stage {k} done: loss {stage_stats[-1]['mean_loss']:.4f} ({stage_time:.1f}s)")
             current = chosen

@@ -2,8 +2,9 @@
 
 In-memory datasets (Fashion-MNIST, MNIST, CIFAR-10) are resized *once per stage* to the stage's
 resolution and batched by index gathering: no per-sample Python work on the hot path. Lazy datasets
-(image folders) and per-sample augmentation (RandAugment) go through a ``DataLoader`` and the batch
-is resized on the fly.
+(image folders) and per-sample augmentation (RandAugment) go through a ``DataLoader``; a dataset that
+can decode at a given size (``set_load_resolution``, as image folders) is told the stage's
+resolution, so each image is resized once, when it is decoded; other batches are resized on the fly.
 """
 
 from __future__ import annotations
@@ -103,12 +104,33 @@ class BatchSource:
                 idx = order[i * self.batch_size : (i + 1) * self.batch_size]
                 yield images[idx], targets[idx]
             return
-        loader = DataLoader(
-            self.dataset,
-            batch_size=self.batch_size,
-            sampler=order.tolist(),
-            drop_last=self.drop_last,
-            num_workers=self.num_workers,
+        _set_load_resolution(self.dataset, resolution)  # workers start with it
+        batches = iter(
+            DataLoader(
+                self.dataset,
+                batch_size=self.batch_size,
+                sampler=order.tolist(),
+                drop_last=self.drop_last,
+                num_workers=self.num_workers,
+            )
         )
-        for x, y in loader:
-            yield resize_uint8(x, resolution), y
+        while True:
+            # set again before every batch: another source over the same files (a search's scoring
+            # data) may have asked for another size in between; in-process loading reads it now
+            _set_load_resolution(self.dataset, resolution)
+            try:
+                x, y = next(batches)
+            except StopIteration:
+                return
+            yield resize_uint8(x, resolution), y  # a no-op when decoded at the size already
+
+
+def _set_load_resolution(dataset: Dataset, resolution: int) -> None:
+    """Tell the innermost dataset that decodes files (through subsets and augmentation wrappers) to
+    decode at ``resolution``; a no-op for datasets that cannot."""
+    while dataset is not None:
+        setter = getattr(dataset, "set_load_resolution", None)
+        if setter is not None:
+            setter(resolution)
+            return
+        dataset = getattr(dataset, "dataset", None)
