@@ -235,3 +235,36 @@ def test_adaptive_regularisation_is_applied_per_stage(fmnist_dir, tmp_path):
     assert [r["stage"] for r in regs] == [0, 1, 2, 3]
     assert [r["drop_path"] for r in regs] == pytest.approx([0.0, 0.1, 0.2, 0.3])
     assert regs[0]["randaug"] == "rand-m5-mstd0.5-inc1" and regs[-1]["randaug"] == "rand-m9-mstd0.5-inc1"
+
+
+@pytest.mark.slow
+def test_compiled_channels_last_resnet_compiles_once_per_model_change(fmnist_dir, tmp_path, monkeypatch):
+    """GPU path options on the CPU: ``--compile`` wraps the training forward once per model change
+    (growth), not per step; ``--channels-last`` trains a CNN in that memory format."""
+    compiled = []
+    original = torch.compile
+
+    def spy(module, **kwargs):
+        compiled.append(kwargs.get("backend"))
+        return original(module, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", spy)
+    out = tmp_path / "compiled"
+    args = ["pretrain", "--model", "resnet18", "--method", "prog", "--compile", "aot_eager", "--channels-last",
+            "--data-dir", fmnist_dir, "--out", out, *TINY]  # fmt: skip
+    assert run_cli(*args) == 0
+    s = json.loads((out / "summary.json").read_text())
+    depths = [st["depth"] for st in s["schedule"]]
+    assert depths == [2, 3, 3, 4]
+    assert compiled == ["aot_eager"] * len(set(depths))  # one per model (growth), 16 steps in all
+
+
+@pytest.mark.slow
+def test_fp16_with_a_gradient_scaler_resumes_with_its_state(fmnist_dir, tmp_path):
+    out = tmp_path / "fp16"
+    args = ["pretrain", "--method", "prog", "--mixed-precision", "fp16", "--data-dir", fmnist_dir, "--out", out, *TINY]
+    assert run_cli(*args) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["steps"] == 16 and [st["depth"] for st in s["schedule"]] == [2, 3, 3, 4]
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert state["scaler"] is not None and state["scaler"]["scale"] > 0

@@ -29,6 +29,7 @@ _PRETRAIN_FIELDS = {
     "stages", "operator", "optimizer_state", "search_epochs", "search_samples", "search_snapshots", "recycle", "patch_size", "depth", "img_size", "batch_size", "lr", "min_lr", "weight_decay",
     "warmup_epochs", "label_smoothing", "drop_path", "ema_decay", "mixup", "cutmix", "randaug", "reprob", "adaptive_reg", "amp",
     "device", "threads", "eval_ema", "search_runtime", "resume", "checkpoint_every", "on_nonfinite", "nonfinite_lr_factor",
+    "channels_last", "compile", "mixed_precision", "workers",
 }  # fmt: skip
 
 
@@ -154,6 +155,20 @@ def _add_train_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -> N
         "--adaptive-reg", action="store_true", help="RandAugment/drop-path/random-erasing rise with the stage"
     )
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format (CNNs on GPU)")
+    p.add_argument(
+        "--mixed-precision",
+        choices=("no", "bf16", "fp16"),
+        default=None,
+        help="autocast dtype; fp16 adds a gradient scaler (default: --amp's bf16, accelerate's setting, else no)",
+    )
+    p.add_argument("--workers", type=int, default=0, help="data-loader worker processes for lazy datasets")
+    p.add_argument(
+        "--compile",
+        default=None,
+        metavar="BACKEND",
+        help="torch.compile the training forward (inductor, aot_eager, ...): once per model change",
+    )
     p.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--eval-ema", action="store_true", help="also report top-1 of the EMA model")

@@ -68,6 +68,10 @@ class PretrainConfig:
     reprob: float = 0.0
     adaptive_reg: bool = False
     amp: bool = False
+    channels_last: bool = False
+    compile: str | None = None
+    mixed_precision: str | None = None
+    workers: int = 0
     device: str | None = None
     threads: int | None = None
     progress: bool | None = None
@@ -88,6 +92,13 @@ class PretrainConfig:
 
         _check_field_types(self)
         _check_reliability(self)
+        if self.compile is not None and self.compile not in ("inductor", "aot_eager", "eager", "cudagraphs"):
+            raise ConfigError(
+                f"--compile must be a torch.compile backend (inductor, aot_eager, eager, cudagraphs), got {self.compile!r}"
+            )
+        if self.mixed_precision not in (None, "no", "bf16", "fp16"):
+            raise ConfigError(f"--mixed-precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
+        _at_least("workers", self.workers, 0)
         if self.search_runtime not in ("measured", "flops"):
             raise ConfigError(f"--search-runtime must be measured or flops, got {self.search_runtime!r}")
         if self.method not in PRETRAIN_METHODS:

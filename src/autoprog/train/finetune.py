@@ -44,7 +44,14 @@ from autoprog.train.config import PROGRESSIVE_FINETUNE_METHODS, FinetuneConfig
 from autoprog.train.diffusion import Condition, GaussianDiffusion, from_uint8, to_uint8
 from autoprog.train.loader import BatchSource
 from autoprog.train.optim import build_optimizer, carry_state, state_by_name
-from autoprog.train.pretrain import RESUME_FREE_FIELDS, _append_log, _is_tty, _print, environment
+from autoprog.train.pretrain import (
+    RESUME_FREE_FIELDS,
+    _append_log,
+    _is_tty,
+    _print,
+    environment,
+    mixed_precision_dtype,
+)
 from autoprog.train.source import resolve_model
 from autoprog.unfreeze import (
     UnfreezeConfig,
@@ -211,17 +218,6 @@ def _set_rng_state(state: dict[str, Any], device: torch.device, gen: torch.Gener
     random.setstate((version, tuple(internal), gauss))
     if device.type == "cuda" and state.get("cuda") is not None:
         torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def mixed_precision_dtype(setting: str | None, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``no`` / ``bf16`` / ``fp16`` (``None``: read ``ACCELERATE_MIXED_PRECISION``,
-    which ``accelerate launch --mixed_precision`` sets)."""
-    import os
-
-    value = (setting or os.environ.get("ACCELERATE_MIXED_PRECISION") or "no").lower()
-    if value not in ("no", "bf16", "fp16"):
-        raise ConfigError(f"mixed precision must be no, bf16 or fp16, got {value!r}")
-    return {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[value]
 
 
 def _finetune(

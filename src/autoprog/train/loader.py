@@ -57,6 +57,7 @@ class BatchSource:
         num_workers: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        pin_memory: bool = False,
     ) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
@@ -65,6 +66,7 @@ class BatchSource:
         self.seed = seed
         self.num_workers = num_workers
         self.rank = rank
+        self.pin_memory = pin_memory
         self.world_size = world_size
         self._memory = None if force_loader else materialise(dataset)
         self._resized: dict[int, torch.Tensor] = {}
@@ -112,6 +114,7 @@ class BatchSource:
                 sampler=order.tolist(),
                 drop_last=self.drop_last,
                 num_workers=self.num_workers,
+                pin_memory=self.pin_memory,
             )
         )
         while True:

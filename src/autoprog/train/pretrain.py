@@ -215,7 +215,7 @@ def _pretrain(
         data = RandAugmentDataset(train_set, randaug) if randaug else train_set
         return BatchSource(
             data, cfg.batch_size, shuffle=True, drop_last=True, seed=cfg.seed, force_loader=bool(randaug),
-            rank=ctx.rank, world_size=ctx.world_size,
+            rank=ctx.rank, world_size=ctx.world_size, pin_memory=device.type == "cuda", num_workers=cfg.workers,
         )  # fmt: skip
 
     train_src = make_train_source(cfg.randaug)
@@ -261,7 +261,8 @@ def _pretrain(
     warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     mixup = _make_mixup(cfg, info.num_classes)
-    amp_dtype = torch.bfloat16 if cfg.amp else None
+    amp_dtype = mixed_precision_dtype(cfg.mixed_precision or ("bf16" if cfg.amp else None), device)
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     log(
         f"autoprog pretrain: {cfg.method} | {cfg.model} depth {adapter.full.depth} @ {adapter.full.resolution}px | "
         f"{cfg.data}: {len(train_set)} train / {len(val_set) if val_set is not None else 0} val / {len(test_set)} test | "
@@ -337,8 +338,16 @@ def _pretrain(
         after each change of the model."""
         nonlocal wrapped
         if wrapped is None or wrapped[0] != ctl.version:
-            wrapped = (ctl.version, ctx.wrap(ctl.model, find_unused_parameters=supernet))
+            if cfg.channels_last:  # new blocks arrive in the default format: convert after every change
+                ctl.model.to(memory_format=torch.channels_last)
+            module = ctx.wrap(ctl.model, find_unused_parameters=supernet)
+            if cfg.compile:  # compiled once per model change; a new resolution adds one guard/graph
+                module = torch.compile(module, backend=cfg.compile)
+            wrapped = (ctl.version, module)
         return wrapped[1]
+
+    if device.type == "cuda":  # reserve the largest configuration's memory before training starts
+        _reserve_memory(adapter, cfg.batch_size, info.in_chans, device, criterion, amp_dtype)
 
     step = 0  # optimizer steps in the budget
     train_time = 0.0
@@ -352,6 +361,8 @@ def _pretrain(
         stage_stats = list(loop["stage_stats"])
         lr_scale = loop["lr_scale"] if lr_scale is None else lr_scale
         _set_rng_states(saved["rng"])
+        if scaler is not None and saved.get("scaler"):
+            scaler.load_state_dict(saved["scaler"])
         pending = loop if loop["epoch_started"] else None
         if nonfinite is not None:  # logged after the truncation, so that it stays in the log
             emit(nonfinite)
@@ -371,7 +382,8 @@ def _pretrain(
                 "epoch_started": epoch_started, "batches_done": batches_done, "epoch_losses": list(epoch_losses),
                 "stage_elapsed": time.perf_counter() - t_stage - eval_time, "log_offset": log_file.tell(),
                 "lr_scale": lr_scale}  # fmt: skip
-        state = {"controller": ctl.state_dict(), "loop": loop, "rng": _rng_states(), "config": cfg.to_dict()}
+        state = {"controller": ctl.state_dict(), "loop": loop, "rng": _rng_states(), "config": cfg.to_dict(),
+                 "scaler": scaler.state_dict() if scaler is not None else None}  # fmt: skip
         save_checkpoint(state, out / "checkpoints" / "last.pt", keep_previous=True)
 
     def train_step(x: torch.Tensor, y: torch.Tensor, lr_step: int) -> float:
@@ -383,6 +395,8 @@ def _pretrain(
             x = eraser(x)
         if mixup is not None:
             x, y_soft = mixup(x, y)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(x)
         if y_soft is None:
@@ -393,8 +407,13 @@ def _pretrain(
         if not math.isfinite(value):  # never train on it: stop, or roll back (see pretrain())
             raise NonFiniteLoss(value, step, lr_scale)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is not None:  # fp16: scaled gradients, steps skipped on overflow
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
         return value
 
     def run_epoch(spec: EpochSpec, skip: int = 0, done: list[float] | None = None) -> tuple[float, float]:
@@ -579,6 +598,32 @@ def _pretrain(
         f"  done: top-1 {top1:.2f}% | {train_time:.1f}s | FLOPs {train_flops / full_flops:.3f} of full | {out}/summary.json"
     )
     return summary
+
+
+def mixed_precision_dtype(setting: str | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``no`` / ``bf16`` / ``fp16`` (``None``: read ``ACCELERATE_MIXED_PRECISION``,
+    which ``accelerate launch --mixed_precision`` sets)."""
+    import os
+
+    value = (setting or os.environ.get("ACCELERATE_MIXED_PRECISION") or "no").lower()
+    if value not in ("no", "bf16", "fp16"):
+        raise ConfigError(f"mixed precision must be no, bf16 or fp16, got {value!r}")
+    return {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[value]
+
+
+def _reserve_memory(
+    adapter, batch_size: int, in_chans: int, device: torch.device, criterion, amp_dtype
+) -> None:
+    """One forward/backward of the full model at full resolution (the largest configuration any
+    stage or candidate reaches), so the CUDA caching allocator holds that much before training
+    starts and a growth late in the run cannot fail for lack of memory (issue 9)."""
+    model = adapter.create_model().to(device)
+    x = torch.zeros(batch_size, in_chans, adapter.full.resolution, adapter.full.resolution, device=device)
+    y = torch.zeros(batch_size, dtype=torch.long, device=device)
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        loss = criterion(model(x).float(), y)
+    loss.backward()
+    del model, x, y, loss  # the allocator keeps the blocks reserved
 
 
 def _load_resume_state(out: Path, cfg: PretrainConfig, log: Callable[[str], None]) -> dict[str, Any]:
