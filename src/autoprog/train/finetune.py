@@ -253,7 +253,12 @@ def _finetune(
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
 
     # Source model: a diffusers folder, loaded with from_pretrained.
+    if ctx.distributed and not ctx.is_main:
+        ctx.barrier()  # a built-in source is made (and cached) once, by rank 0
     model_dir = resolve_model(cfg.model, log=log)
+    if ctx.distributed and ctx.is_main:
+        ctx.barrier()
+    torch.manual_seed(cfg.seed)  # making a source draws random numbers: every process starts alike
     base = DiTDenoiser.load(model_dir)
     full_res, channels = base.sample_size, base.in_channels
     num_stages = cfg.stages if cfg.method in PROGRESSIVE_FINETUNE_METHODS else 1
