@@ -22,6 +22,7 @@ Why each piece is there:
 from __future__ import annotations
 
 import os
+import random
 import re
 import secrets
 import warnings
@@ -30,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from autoprog.errors import CheckpointError
@@ -193,7 +195,48 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def random_state(rng: Any = random) -> list[Any]:
+    """A ``random.Random``'s (default: the ``random`` module's) state as plain lists, which load
+    with ``weights_only=True`` (its native form holds a tuple the safe loader rebuilds as a list)."""
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def set_random_state(state: list[Any], rng: Any = random) -> None:
+    """Restore :func:`random_state`."""
+    rng.setstate((state[0], tuple(state[1]), state[2]))
+
+
+def global_rng_states(device: torch.device | None = None) -> dict[str, Any]:
+    """The process's global RNG states, checkpoint-safe: torch's (and CUDA's on ``device``),
+    Python's and NumPy's (augmentations, drop-path and timm's Mixup draw from them)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+    }
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_global_rng_states(state: dict[str, Any], device: torch.device | None = None) -> None:
+    """Restore :func:`global_rng_states`."""
+    torch.set_rng_state(state["torch"])
+    set_random_state(state["python"])
+    if "numpy" in state:
+        kind, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    if device is not None and device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
 __all__ = [
+    "global_rng_states",
+    "random_state",
+    "set_global_rng_states",
+    "set_random_state",
     "CheckpointFallbackWarning",
     "load_checkpoint",
     "load_latest_checkpoint",

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from autoprog.adapters.base import ModelAdapter
+from autoprog.checkpoint import random_state, set_random_state
 from autoprog.ema import ModelEma
 from autoprog.errors import ConfigError
 from autoprog.growth.elastic import ElasticBlocks, ElasticSupernet
@@ -541,7 +542,7 @@ class GrowthController:
                 "candidates": [[c.resolution, c.depth] for c in s.candidates],
                 "n_epochs": s.n_epochs,
                 "epochs_done": s.epochs_done,
-                "rng": _rng_state(s.rng),
+                "rng": random_state(s.rng),
                 "times": [s.times[c] for c in s.candidates],
                 "losses": [s.losses[c] for c in s.candidates],
                 "steps": s.steps,
@@ -611,7 +612,7 @@ class GrowthController:
                 saved["steps"],
                 saved["scoring_time"],
             )
-            s.rng.setstate(_rng_tuple(saved["rng"]))
+            set_random_state(saved["rng"], s.rng)
             s.times = {c: list(t) for c, t in zip(candidates, saved["times"], strict=True)}
             s.losses = {c: list(v) for c, v in zip(candidates, saved["losses"], strict=True)}
             s.snapshot_steps = set(saved["snapshot_steps"])
@@ -679,15 +680,6 @@ def _load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any
     if len(saved["groups"]) == len(optimizer.param_groups):
         for g, sg in zip(optimizer.param_groups, saved["groups"], strict=True):
             g.update({k: v for k, v in sg.items() if k != "names"})
-
-
-def _rng_state(rng: random.Random) -> list[Any]:
-    version, internal, gauss = rng.getstate()
-    return [version, list(internal), gauss]
-
-
-def _rng_tuple(state: list[Any]) -> tuple[Any, ...]:
-    return (state[0], tuple(state[1]), state[2])
 
 
 def _clone_state(state: dict[str, dict[str, torch.Tensor]]) -> dict[str, dict[str, torch.Tensor]]:

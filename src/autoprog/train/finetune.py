@@ -31,7 +31,15 @@ from tqdm import tqdm
 
 from autoprog.adapters.base import count_params, resize_input
 from autoprog.adapters.diffusers_dit import DiTDenoiser, add_difffit_scales, add_lora
-from autoprog.checkpoint import load_latest_checkpoint, previous_path, save_checkpoint
+from autoprog.checkpoint import (
+    global_rng_states,
+    load_latest_checkpoint,
+    previous_path,
+    random_state,
+    save_checkpoint,
+    set_global_rng_states,
+    set_random_state,
+)
 from autoprog.data import load_dataset
 from autoprog.distributed import DistContext, RankLog, init_distributed, shutdown_distributed
 from autoprog.ema import ModelEma
@@ -202,22 +210,13 @@ def _plain(obj: Any) -> Any:
 
 
 def _rng_state(device: torch.device, gen: torch.Generator) -> dict[str, Any]:
-    """This process's random states: the training generator, torch's (CPU, CUDA) and Python's."""
-    version, internal, gauss = random.getstate()
-    state: dict[str, Any] = {"gen": gen.get_state(), "torch": torch.get_rng_state(),
-                             "python": [version, list(internal), gauss]}  # fmt: skip
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
+    """This process's random states: the training generator and the global ones."""
+    return {**global_rng_states(device), "gen": gen.get_state()}
 
 
 def _set_rng_state(state: dict[str, Any], device: torch.device, gen: torch.Generator) -> None:
     gen.set_state(state["gen"])
-    torch.set_rng_state(state["torch"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if device.type == "cuda" and state.get("cuda") is not None:
-        torch.cuda.set_rng_state(state["cuda"], device)
+    set_global_rng_states(state, device)
 
 
 def _finetune(
@@ -548,8 +547,7 @@ def _finetune(
                 )
             n_steps, done = saved_search["n_steps"], saved_search["done"]
             losses = {c: list(v) for c, v in zip(candidates, saved_search["losses"], strict=True)}
-            version, internal, gauss = saved_search["rng"]
-            rng.setstate((version, tuple(internal), gauss))
+            set_random_state(saved_search["rng"], rng)
         widest = max(candidates, key=lambda c: c.level)
         configure(widest)
         rebuild(
@@ -562,9 +560,8 @@ def _finetune(
             emit({"event": "step", "step": step - 1, "stage": k, "loss": losses[c][-1], "supernet": True,
                   "resolution": c.resolution, "level": c.level})  # fmt: skip
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                version, internal, gauss = rng.getstate()
                 checkpoint({"candidates": [[c.resolution, c.level] for c in candidates],
-                            "losses": [losses[c] for c in candidates], "rng": [version, list(internal), gauss],
+                            "losses": [losses[c] for c in candidates], "rng": random_state(rng),
                             "n_steps": n_steps, "done": i + 1, "elapsed_s": time.perf_counter() - t0})  # fmt: skip
         times = []
         for c in candidates:

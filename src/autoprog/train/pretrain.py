@@ -26,7 +26,13 @@ from tqdm.auto import tqdm
 
 import autoprog
 from autoprog.adapters.base import ModelAdapter, count_params, create_adapter
-from autoprog.checkpoint import load_latest_checkpoint, previous_path, save_checkpoint
+from autoprog.checkpoint import (
+    global_rng_states,
+    load_latest_checkpoint,
+    previous_path,
+    save_checkpoint,
+    set_global_rng_states,
+)
 from autoprog.controller import EpochSpec, Event, GrowthController, create_plan
 from autoprog.data import class_balanced_subset, load_dataset
 from autoprog.data.augment import RandAugmentDataset
@@ -360,7 +366,7 @@ def _pretrain(
         step, train_time, train_flops = loop["step"], loop["train_time"], loop["train_flops"]
         stage_stats = list(loop["stage_stats"])
         lr_scale = loop["lr_scale"] if lr_scale is None else lr_scale
-        _set_rng_states(saved["rng"])
+        set_global_rng_states(saved["rng"])
         if scaler is not None and saved.get("scaler"):
             scaler.load_state_dict(saved["scaler"])
         pending = loop if loop["epoch_started"] else None
@@ -382,7 +388,7 @@ def _pretrain(
                 "epoch_started": epoch_started, "batches_done": batches_done, "epoch_losses": list(epoch_losses),
                 "stage_elapsed": time.perf_counter() - t_stage - eval_time, "log_offset": log_file.tell(),
                 "lr_scale": lr_scale}  # fmt: skip
-        state = {"controller": ctl.state_dict(), "loop": loop, "rng": _rng_states(), "config": cfg.to_dict(),
+        state = {"controller": ctl.state_dict(), "loop": loop, "rng": global_rng_states(), "config": cfg.to_dict(),
                  "scaler": scaler.state_dict() if scaler is not None else None}  # fmt: skip
         save_checkpoint(state, out / "checkpoints" / "last.pt", keep_previous=True)
 
@@ -645,25 +651,6 @@ def _load_resume_state(out: Path, cfg: PretrainConfig, log: Callable[[str], None
                 f"--resume: the run in {out} used --{key.replace('_', '-')} {saved.get(key)!r}, not {value!r}"
             )
     return state
-
-
-def _rng_states() -> dict[str, Any]:
-    """torch, Python and NumPy global RNG states (augmentations, drop-path, mixup draw from them)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, internal, pgauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "python": [version, list(internal), pgauss],
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
-    }
-
-
-def _set_rng_states(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    version, internal, pgauss = state["python"]
-    random.setstate((version, tuple(internal), pgauss))
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
 
 
 def _log_search(event: Event, log: Callable[[str], None]) -> None:
