@@ -116,7 +116,9 @@ def test_stage_identifier_switches_the_condition():
     assert g[2].abs().sum() > 0 and g[4].abs().sum() > 0
     assert g[[0, 1, 3]].abs().sum() == 0
     # parameter names stay diffusers' own (save_pretrained / from_pretrained round trip)
-    assert "transformer.transformer_blocks.0.norm1.emb.class_embedder.embedding_table.weight" in dict(den.named_parameters())
+    assert "transformer.transformer_blocks.0.norm1.emb.class_embedder.embedding_table.weight" in dict(
+        den.named_parameters()
+    )
 
 
 def test_condition_uses_the_stage_id_and_drops_independently():
@@ -140,7 +142,9 @@ def test_save_and_load_round_trip(tmp_path):
 def test_baselines_learn_their_parameter_sets():
     den = tiny_denoiser(depth=2)
     names = add_difffit_scales(den)
-    assert len(names) == 4 and all(torch.equal(dict(den.named_parameters())[n], torch.ones(16)) for n in names)
+    assert len(names) == 4 and all(
+        torch.equal(dict(den.named_parameters())[n], torch.ones(16)) for n in names
+    )
     den2 = tiny_denoiser(depth=2)
     x, t, y = torch.randn(2, 1, 16, 16), torch.tensor([1, 2]), torch.tensor([3, 4])
     before = den2(x, t, y)
@@ -182,9 +186,14 @@ def test_finetune_autoprog_zero_summary_contract(tmp_path, cells):
     for rec in s["search"]:
         for c in rec["candidates"]:
             assert {"ntk", "zico", "time", "ranks", "total"} <= set(c)
-            assert c["total"] == pytest.approx(c["ranks"]["time"] + 0.5 * c["ranks"]["ntk"] + 0.5 * c["ranks"]["zico"])
+            assert c["total"] == pytest.approx(
+                c["ranks"]["time"] + 0.5 * c["ranks"]["ntk"] + 0.5 * c["ranks"]["zico"]
+            )
         chosen = min(rec["candidates"], key=lambda c: (c["total"], c["time"]))
-        assert (chosen["resolution"], chosen["level"]) == (rec["chosen"]["resolution"], rec["chosen"]["level"])
+        assert (chosen["resolution"], chosen["level"]) == (
+            rec["chosen"]["resolution"],
+            rec["chosen"]["level"],
+        )
     assert 0 < s["flops_ratio"] < 1
 
 
@@ -217,11 +226,21 @@ def test_finetune_config_validation():
         FinetuneConfig(vote_weights="time=1,foo=2").validate()
     with pytest.raises(ConfigError, match="stages"):
         FinetuneConfig(method="prog", steps=2, stages=4).validate()
-    assert set(FINETUNE_METHODS) == {"full", "bitfit", "difffit", "lora", "prog", "autoprog-one", "autoprog-zero"}
+    assert set(FINETUNE_METHODS) == {
+        "full",
+        "bitfit",
+        "difffit",
+        "lora",
+        "prog",
+        "autoprog-one",
+        "autoprog-zero",
+    }
 
 
 def test_finetune_missing_model_is_one_line_error(tmp_path, capsys):
-    rc = main(["finetune", "--model", str(tmp_path / "nothing"), "--out", str(tmp_path / "o"), "--steps", "4"])
+    rc = main(
+        ["finetune", "--model", str(tmp_path / "nothing"), "--out", str(tmp_path / "o"), "--steps", "4"]
+    )
     assert rc == 2
     assert "neither a folder nor a built-in source" in capsys.readouterr().err
 
@@ -243,3 +262,50 @@ def test_each_stage_trains_at_its_own_resolution(tmp_path, cells, monkeypatch):
     s = _run(tmp_path, cells, "prog")
     planned = [st["resolution"] for st in s["schedule"] for _ in range(st["end_step"] - st["start_step"])]
     assert seen == planned and len(set(planned)) == 4
+
+
+@pytest.mark.slow
+def test_search_runtime_flops_makes_the_search_reproducible(tmp_path, cells):
+    """With FLOPs as the runtime term nothing depends on the clock: two runs decide and train alike."""
+    runs = [_run(tmp_path / str(i), cells, "autoprog-zero", "--search-runtime", "flops") for i in range(2)]
+
+    def decisions(s: dict) -> list:
+        return [
+            [{k: v for k, v in c.items() if k != "scoring_time_s"} for c in rec["candidates"]]
+            for rec in s["search"]
+        ]
+
+    assert decisions(runs[0]) == decisions(runs[1])
+    assert runs[0]["schedule"] == runs[1]["schedule"]
+    assert [st["mean_loss"] for st in runs[0]["stages"]] == [st["mean_loss"] for st in runs[1]["stages"]]
+
+
+@pytest.mark.slow
+def test_time_only_vote_with_flops_picks_the_cheapest_candidate(tmp_path, cells):
+    s = _run(
+        tmp_path, cells, "autoprog-zero", "--search-runtime", "flops", "--vote-weights", "time=1,ntk=0,zico=0"
+    )
+    for rec in s["search"]:
+        cheapest = min(rec["candidates"], key=lambda c: c["time"])
+        assert rec["chosen"] == {"resolution": cheapest["resolution"], "level": cheapest["level"]}
+        assert len({c["time"] for c in rec["candidates"]}) > 1  # the test can fail: the FLOPs differ
+
+
+def test_difffit_copy_uses_its_own_scales():
+    """The EMA model is a deep copy: its DiffFit hooks must read the copy's scales, not the original's."""
+    import copy
+
+    den = tiny_denoiser(depth=2)
+    add_difffit_scales(den)
+    ema = copy.deepcopy(den)
+    x, t, y = torch.randn(2, 1, 16, 16), torch.tensor([1, 2]), torch.tensor([3, 4])
+    with torch.no_grad():
+        torch.testing.assert_close(ema(x, t, y), den(x, t, y))
+        for name, p in den.named_parameters():
+            if "difffit_gamma" in name:
+                p.mul_(3.0)  # only the original changes
+        assert not torch.allclose(ema(x, t, y), den(x, t, y))
+        for name, p in ema.named_parameters():
+            if "difffit_gamma" in name:
+                p.mul_(3.0)
+        torch.testing.assert_close(ema(x, t, y), den(x, t, y))

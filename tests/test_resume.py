@@ -1,9 +1,10 @@
 """Exact resume of ``autoprog pretrain`` and rollback on a non-finite loss.
 
-A run killed with SIGKILL (at a step chosen at random, inside AutoProg-One's supernet search too)
-and continued with ``--resume`` must end with the same parameters, the same per-step losses and the
-same ``summary.json`` (timings aside) as a run never interrupted. The search's runtime term is FLOPs
-here (``--search-runtime flops``): measured times would make two uninterrupted runs differ already.
+A run killed with SIGKILL (at a step chosen at random, inside AutoProg-One's supernet search too,
+and at a stage boundary, where AutoProg-Zero searches) and continued with ``--resume`` must end
+with the same parameters, the same per-step losses and the same ``summary.json`` (timings aside) as
+a run never interrupted. The search's runtime term is FLOPs here (``--search-runtime flops``):
+measured times would make two uninterrupted runs differ already.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ TINY = ["--depth", "4", "--epochs", "8", "--batch-size", "32", "--train-subset",
         "--search-runtime", "flops", "--checkpoint-every", "1"]  # fmt: skip
 CONFIGS = {
     "autoprog-one": ["--method", "autoprog-one"],
+    "autoprog-zero": ["--method", "autoprog-zero", "--ntk-samples", "4"],
     "resnet-prog": ["--model", "resnet18", "--method", "prog"],  # a grown ResNet's stages are uneven
     "prog-identity-mixup": [
         "--method",
@@ -128,6 +130,8 @@ def assert_same_run(a: Path, b: Path) -> None:
     [
         ("autoprog-one", (1, 3)),
         ("autoprog-one", (9, 11)),
+        ("autoprog-zero", (8, 8)),  # at the end of stage 0: the resumed run searches stage 1 again
+        ("autoprog-zero", (9, 14)),  # inside stage 1: the checkpoint holds its decision
         ("prog-identity-mixup", (5, 27)),
         ("resnet-prog", (5, 12)),
     ],

@@ -236,7 +236,7 @@ def test_resume_with_another_config_names_the_option(tmp_path, cells, capsys):
     rc = main(args(cells, out, "prog", "--steps", "4", "--lr", "0.001", "--resume"))
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1
-    assert f"--resume: the run in {out} used --lr 0.0001, not 0.001" in err
+    assert f"--resume: the run in {out} used --lr (default), not 0.001" in err
     # the same options (and another --threads) resume: nothing left to train, the results are written
     assert main(args(cells, out, "prog", "--steps", "4", "--threads", "2", "--resume")) == 0
     assert json.loads((out / "summary.json").read_text())["steps"] == 4

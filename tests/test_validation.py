@@ -23,12 +23,12 @@ one-line message, never any other exception; likewise for arbitrary JSON in a sc
 | 1 | model name | `autoprog pretrain --model vit_nope` | unknown timm model 'vit_nope'; any timm ViT/DeiT name works (list them with: python -c "import timm; print(timm.list_models('vit_*'))") |
 | 2 | model name | `autoprog pretrain --model resnet_x` | unknown ResNet 'resnet_x'; choose from resnet18, resnet34, resnet50, resnet101 |
 | 3 | model name | `autoprog pretrain --model convnext_tiny` | unknown model 'convnext_tiny': use a timm Vision Transformer name such as vit_tiny_patch16_224, vit_small_patch16_224 or deit_tiny_patch16_224, or a torchvision ResNet (resnet18, resnet34, resnet50, resnet101) |
-| 4 | model name | `autoprog finetune --model TMP/nothing` | --model 'TMP/nothing' is neither a folder nor a built-in source (dit-fmnist, dit-tiny) |
-| 5 | model name | `autoprog source nope` | unknown source 'nope'; choose from dit-fmnist, dit-tiny |
+| 4 | model name | `autoprog finetune --model TMP/nothing` | --model 'TMP/nothing' is neither a folder nor a built-in source (dit-fmnist, dit-tiny, t2i-fmnist, t2i-tiny) |
+| 5 | model name | `autoprog source nope` | unknown source 'nope'; choose from dit-fmnist, dit-tiny, t2i-fmnist, t2i-tiny |
 | 6 | data name | `autoprog pretrain --data nope` | unknown dataset 'nope': choose one of fashion-mnist, mnist-idx, mnist-5k, cifar10, imagefolder:PATH |
 | 7 | data name | `autoprog pretrain --data imagefolder:` | imagefolder needs a path: imagefolder:PATH, PATH holding train/ and val/ |
 | 8 | data name | `autoprog finetune --data nope` | unknown dataset 'nope': choose one of fashion-mnist, mnist-idx, mnist-5k, cifar10, imagefolder:PATH |
-| 9 | method name | `autoprog pretrain --method magic` | argument --method: invalid choice: 'magic' (choose from 'full', 'prog', 'autoprog-one', 'progstack') (see: autoprog pretrain --help) |
+| 9 | method name | `autoprog pretrain --method magic` | argument --method: invalid choice: 'magic' (choose from 'full', 'prog', 'autoprog-one', 'autoprog-zero', 'progstack') (see: autoprog pretrain --help) |
 | 10 | method name | `autoprog finetune --method magic` | argument --method: invalid choice: 'magic' (choose from 'full', 'bitfit', 'difffit', 'lora', 'prog', 'autoprog-one', 'autoprog-zero') (see: autoprog finetune --help) |
 | 11 | operator name | `autoprog pretrain --operator magic` | argument --operator: invalid choice: 'magic' (choose from 'identity', 'interpolation', 'mogrow', 'randinit', 'stacking') (see: autoprog pretrain --help) |
 | 12 | ratio | `autoprog pretrain --ratio 1.5` | --ratio must be in (0, 1], got 1.5 |
@@ -47,7 +47,7 @@ one-line message, never any other exception; likewise for arbitrary JSON in a sc
 | 25 | model cannot grow / unfreeze | `autoprog finetune --model TMP/unet` | TMP/unet holds a UNet2DModel, not a diffusers DiT (DiTTransformer2DModel / Transformer2DModel): autoprog unfreezes a DiT's transformer_blocks and needs its class embedder |
 | 26 | model cannot grow / unfreeze | `autoprog finetune --model TMP/unconditional-dit` | TMP/unconditional-dit is an unconditional DiT (num_embeds_ada_norm is null): autoprog fine-tunes class-conditional DiTs (it needs the class embedder for classifier-free guidance) |
 | 27 | model cannot grow / unfreeze | `autoprog finetune --model TMP/no-weights` | TMP/no-weights has a config.json but no weights (diffusion_pytorch_model.safetensors or .bin) |
-| 28 | model cannot grow / unfreeze | `autoprog finetune --model TMP/empty-folder` | no diffusers model at TMP/empty-folder (expected config.json); make the default source with `autoprog source` or pass a folder saved by save_pretrained |
+| 28 | model cannot grow / unfreeze | `autoprog finetune --model TMP/empty-folder` | --model 'TMP/empty-folder' is not a fine-tuning source: expected a diffusers DiT folder (config.json), a text-to-image pipeline (unet/ + text_encoder/) or an `autoprog pretrain` run (summary.json + model.pt); make the default source with `autoprog source` |
 | 29 | dataset path | `autoprog pretrain --data-dir TMP/missing` | Fashion-MNIST not found in TMP/missing (no train-images-idx3-ubyte[.gz]): install it with `apt-get install -y dataset-fashion-mnist` or pass --data-dir DIR holding the idx files |
 | 30 | dataset path | `autoprog pretrain --data mnist-idx --data-dir TMP/missing` | MNIST not found in TMP/missing (no train-images-idx3-ubyte[.gz]): pass --data-dir DIR holding MNIST's idx files (train-images-idx3-ubyte[.gz] train-labels-idx1-ubyte[.gz] t10k-images-idx3-ubyte[.gz] t10k-labels-idx1-ubyte[.gz]) |
 | 31 | dataset path | `autoprog pretrain --data cifar10 --data-dir TMP/missing` | CIFAR-10 not found in TMP/missing (no cifar-10-batches-py): pass --data-dir DIR holding cifar-10-batches-py (the extracted python version of CIFAR-10) |
@@ -533,9 +533,11 @@ def test_wrong_types_are_config_errors(data):
 )
 def test_sensible_pretrain_configs_pass(epochs, stage_frac, ratio, method, lr, batch_size, model):
     stages = (
-        max(2, round(stage_frac * epochs)) if method == "autoprog-one" else max(1, round(stage_frac * epochs))
+        max(2, round(stage_frac * epochs))
+        if method in ("autoprog-one", "autoprog-zero")
+        else max(1, round(stage_frac * epochs))
     )
-    if stages > epochs:  # autoprog-one with one epoch: no valid stage count
+    if stages > epochs:  # a searched method with one epoch: no valid stage count
         return
     PretrainConfig(
         model=model, method=method, epochs=epochs, stages=stages, ratio=ratio, lr=lr, batch_size=batch_size

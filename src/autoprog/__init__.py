@@ -8,7 +8,14 @@ EMA, FLOP accounting) is model-agnostic; model knowledge lives in :mod:`autoprog
 __version__ = "0.1.0"
 
 from autoprog.adapters import ModelAdapter, TimmViTAdapter, create_adapter, resample_pos_embed  # noqa: E402
-from autoprog.controller import EpochSpec, Event, GrowthController, PlannedStage, create_plan  # noqa: E402
+from autoprog.controller import (  # noqa: E402
+    EpochSpec,
+    Event,
+    GrowthController,
+    PlannedStage,
+    ZeroShotProbe,
+    create_plan,
+)
 from autoprog.ema import ModelEma  # noqa: E402
 from autoprog.errors import AutoprogError, CheckpointError, ConfigError, DatasetNotFoundError  # noqa: E402
 from autoprog.flops import FlopTable, count_train_flops  # noqa: E402
@@ -48,6 +55,7 @@ __all__ = [
     "Event",
     "GrowthController",
     "PlannedStage",
+    "ZeroShotProbe",
     "create_plan",
     "UnfreezeConfig",
     "UnfreezeSchedule",

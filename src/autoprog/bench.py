@@ -27,7 +27,7 @@ QUICK = {"train_subset": 512, "val_size": 128, "test_subset": 500, "epochs": 4, 
 def bench_pretrain(args: argparse.Namespace, make_config: Callable[..., PretrainConfig]) -> dict[str, Any]:
     from autoprog.train.pretrain import environment, pretrain
 
-    variants = [parse_variant(v) for v in args.methods.split(",") if v.strip()]
+    variants = [parse_variant(v) for v in split_variants(args.methods, PRETRAIN_METHODS)]
     name = args.name or ("pretrain-quick" if args.quick else "pretrain")
     runs = _run_variants(args, variants, name, QUICK if args.quick else {}, make_config, pretrain)
     result = _result(name, runs, aggregate(runs), environment)
@@ -81,6 +81,32 @@ def _result(
     }
 
 
+def split_variants(text: str, methods: tuple[str, ...] = PRETRAIN_METHODS) -> list[str]:
+    """``--methods`` split at the commas that start a new variant.
+
+    A comma inside an option's value stays (``autoprog-zero:vote_weights=time=1,ntk=0,zico=0,full``
+    is two variants): a piece that starts with ``key=value`` rather than a method name continues the
+    previous variant.
+    """
+    variants: list[str] = []
+    for piece in (p.strip() for p in text.split(",")):
+        head = piece.split(":")[0]
+        if variants and "=" in head and head not in methods:
+            variants[-1] += "," + piece
+        elif piece:
+            variants.append(piece)
+    return variants
+
+
+def _number_or_text(value: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
 def parse_variant(
     spec: str, methods: tuple[str, ...] = PRETRAIN_METHODS, defaults: Any = None
 ) -> tuple[str, str, dict[str, Any]]:
@@ -109,6 +135,8 @@ def parse_variant(
                 options[key] = int(value)
             elif isinstance(default, float):
                 options[key] = float(value)
+            elif default is None:  # an optional number (e.g. finetune's lr) or text
+                options[key] = _number_or_text(value)
             else:
                 options[key] = value
         except ValueError:
@@ -221,13 +249,15 @@ FINETUNE_QUICK = {"steps": 16, "batch_size": 8, "fid_samples": 20, "fid_referenc
 
 def bench_finetune(args: argparse.Namespace, make_config: Callable[..., Any]) -> dict[str, Any]:
     """``autoprog bench finetune``: fine-tuning methods side by side, one results file (same ``runs``
-    format as the pre-training bench; quality is FID, lower is better)."""
+    format as the pre-training bench; quality is the task's metric: FID of a generator, lower is
+    better, or top-1 of a classifier)."""
     from autoprog.train.config import FINETUNE_METHODS, FinetuneConfig
     from autoprog.train.finetune import finetune
     from autoprog.train.pretrain import environment
 
     variants = [
-        parse_variant(v, FINETUNE_METHODS, FinetuneConfig()) for v in args.methods.split(",") if v.strip()
+        parse_variant(v, FINETUNE_METHODS, FinetuneConfig())
+        for v in split_variants(args.methods, FINETUNE_METHODS)
     ]
     name = args.name or ("finetune-quick" if args.quick else "finetune")
     runs = _run_variants(args, variants, name, FINETUNE_QUICK if args.quick else {}, make_config, finetune)
@@ -237,13 +267,19 @@ def bench_finetune(args: argparse.Namespace, make_config: Callable[..., Any]) ->
     (results_dir / f"{name}.json").write_text(json.dumps(result, indent=2))
     table = finetune_table(result["aggregate"])
     cfg0 = runs[0]["config"]
+    if runs[0].get("metric", "fid") == "fid":
+        quality = (
+            f"FID of {cfg0['fid_samples']} DDIM-{cfg0['sample_steps']} samples (guidance {cfg0['guidance']}) against "
+            f"{cfg0['fid_reference']} training images"
+        )
+    else:
+        quality = f"top-1 on the {runs[0].get('test_samples', '?')} test images of {cfg0['data']}"
     md = (
         f"# Benchmark `{name}`\n\n- command: `{result['command']}`\n- date: {result['date']}, git commit "
         f"{result['git_commit']}\n- machine: {result['environment']['cpu']}, {result['environment']['threads']} threads, "
         f"device {result['environment']['device']}\n- setup: source `{cfg0['model']}` -> {cfg0['data']} "
-        f"({runs[0]['train_samples']} images), {cfg0['steps']} steps x batch {cfg0['batch_size']}, lr {cfg0['lr']}; "
-        f"FID of {cfg0['fid_samples']} DDIM-{cfg0['sample_steps']} samples (guidance {cfg0['guidance']}) against "
-        f"{cfg0['fid_reference']} training images\n- time: training incl. searches, excl. FID; ratios against `full` "
+        f"({runs[0]['train_samples']} images), {cfg0['steps']} steps x batch {cfg0['batch_size']}, "
+        f"lr {runs[0].get('lr', cfg0['lr'])}; {quality}\n- time: training incl. searches, excl. evaluation; ratios against `full` "
         f"of the same seed in this same run.\n\n{table}\n"
     )
     (results_dir / f"{name}.md").write_text(md)
@@ -254,17 +290,20 @@ def bench_finetune(args: argparse.Namespace, make_config: Callable[..., Any]) ->
 
 
 def aggregate_finetune(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per variant: mean FID, time / FLOPs ratios against ``full`` of the same seed, search share."""
+    """Per variant: mean of the task's metric (``fid`` or ``top1``; keys ``fid_mean``, ``top1_mean``,
+    ...), time / FLOPs ratios against ``full`` of the same seed, search share."""
     by_seed_full = {r["seed"]: r for r in runs if r.get("label", r["method"]) == "full"}
+    metric = runs[0].get("metric", "fid") if runs else "fid"
     rows = []
     for label in dict.fromkeys(r.get("label", r["method"]) for r in runs):
         rs = [r for r in runs if r.get("label", r["method"]) == label]
-        fids = [r["fid"] for r in rs if r.get("fid") is not None]
+        values = [r[metric] for r in rs if r.get(metric) is not None]
         row: dict[str, Any] = {
             "method": label,
+            "metric": metric,
             "seeds": [r["seed"] for r in rs],
-            "fid_mean": statistics.fmean(fids) if fids else None,
-            "fid_std": statistics.pstdev(fids) if len(fids) > 1 else 0.0,
+            f"{metric}_mean": statistics.fmean(values) if values else None,
+            f"{metric}_std": statistics.pstdev(values) if len(values) > 1 else 0.0,
             "wall_clock_s_mean": statistics.fmean(r["wall_clock_s"] for r in rs),
             "flops_ratio": statistics.fmean(r["train_flops"] / r["full_flops"] for r in rs),
             "search_time_s_mean": statistics.fmean(r.get("search_time_s", 0.0) for r in rs),
@@ -277,29 +316,29 @@ def aggregate_finetune(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 r["wall_clock_s"] / f["wall_clock_s"] for r, f in paired
             )
             deltas = [
-                r["fid"] - f["fid"]
+                r[metric] - f[metric]
                 for r, f in paired
-                if r.get("fid") is not None and f.get("fid") is not None
+                if r.get(metric) is not None and f.get(metric) is not None
             ]
             if deltas:
-                row["fid_delta_vs_full"] = statistics.fmean(deltas)
+                row[f"{metric}_delta_vs_full"] = statistics.fmean(deltas)
         rows.append(row)
     return rows
 
 
 def finetune_table(rows: list[dict[str, Any]]) -> str:
+    metric = rows[0].get("metric", "fid") if rows else "fid"
+    name = "FID ↓" if metric == "fid" else "top-1 ↑" if metric == "top1" else metric
+    short = name.split()[0]
     head = (
-        "| method | seeds | FID ↓ | Δ FID vs full | wall-clock (s) | time ÷ full | FLOPs ÷ full | search (s) "
+        f"| method | seeds | {name} | Δ {short} vs full | wall-clock (s) | time ÷ full | FLOPs ÷ full | search (s) "
         "| search share | schedule (px, level) |"
     )
     lines = [head, "|" + "---|" * 10]
     for r in rows:
-        fid = (
-            "–"
-            if r["fid_mean"] is None
-            else f"{r['fid_mean']:.2f}" + (f" ± {r['fid_std']:.2f}" if len(r["seeds"]) > 1 else "")
-        )
-        delta = f"{r['fid_delta_vs_full']:+.2f}" if "fid_delta_vs_full" in r else "–"
+        mean, std = r.get(f"{metric}_mean"), r.get(f"{metric}_std", 0.0)
+        fid = "–" if mean is None else f"{mean:.2f}" + (f" ± {std:.2f}" if len(r["seeds"]) > 1 else "")
+        delta = f"{r[f'{metric}_delta_vs_full']:+.2f}" if f"{metric}_delta_vs_full" in r else "–"
         ratio = f"{r['wall_clock_ratio']:.3f}" if "wall_clock_ratio" in r else "–"
         sched = " → ".join(f"{p}/{lv}" for p, lv in r["schedule"])
         lines.append(
@@ -310,18 +349,19 @@ def finetune_table(rows: list[dict[str, Any]]) -> str:
 
 
 def plot_finetune(runs: list[dict[str, Any]], path: Path, title: str) -> None:
-    """FID against wall-clock, one marker per run, one colour per variant."""
+    """The task's metric (FID or top-1) against wall-clock, one marker per run, one colour per variant."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    metric = runs[0].get("metric", "fid") if runs else "fid"
     fig, ax = plt.subplots(figsize=(6.5, 4), dpi=120)
     for i, label in enumerate(dict.fromkeys(r.get("label", r["method"]) for r in runs)):
-        rs = [r for r in runs if r.get("label", r["method"]) == label and r.get("fid") is not None]
-        ax.scatter([r["wall_clock_s"] for r in rs], [r["fid"] for r in rs], label=label, color=f"C{i}", s=40)
+        rs = [r for r in runs if r.get("label", r["method"]) == label and r.get(metric) is not None]
+        ax.scatter([r["wall_clock_s"] for r in rs], [r[metric] for r in rs], label=label, color=f"C{i}", s=40)
     ax.set_xlabel("fine-tuning wall-clock (s)")
-    ax.set_ylabel("FID (lower is better)")
+    ax.set_ylabel("FID (lower is better)" if metric == "fid" else f"{metric} (higher is better)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -29,7 +29,7 @@ _PRETRAIN_FIELDS = {
     "stages", "operator", "optimizer_state", "search_epochs", "search_samples", "search_snapshots", "recycle", "patch_size", "depth", "img_size", "batch_size", "lr", "min_lr", "weight_decay",
     "warmup_epochs", "label_smoothing", "drop_path", "ema_decay", "mixup", "cutmix", "randaug", "reprob", "adaptive_reg", "amp",
     "device", "threads", "eval_ema", "search_runtime", "resume", "checkpoint_every", "on_nonfinite", "nonfinite_lr_factor",
-    "channels_last", "compile", "mixed_precision", "workers",
+    "channels_last", "compile", "mixed_precision", "workers", "ntk_samples", "zico_batches", "vote_weights",
 }  # fmt: skip
 
 
@@ -176,7 +176,24 @@ def _add_train_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -> N
         "--search-runtime",
         choices=("measured", "flops"),
         default="measured",
-        help="AutoProg-One's runtime term: measured step time (default) or FLOPs (deterministic, reproducible)",
+        help="AutoProg-One's/-Zero's runtime term: measured step time (default) or FLOPs (deterministic, reproducible)",
+    )
+    p.add_argument(
+        "--ntk-samples",
+        type=int,
+        default=d.ntk_samples,
+        help="autoprog-zero: samples of the NTK (default: %(default)s)",
+    )
+    p.add_argument(
+        "--zico-batches",
+        type=int,
+        default=d.zico_batches,
+        help="autoprog-zero: probe batches of ZiCo, each of --batch-size training images (default: %(default)s)",
+    )
+    p.add_argument(
+        "--vote-weights",
+        default=d.vote_weights,
+        help="autoprog-zero: ranked-voting weights (default: %(default)s)",
     )
     p.add_argument(
         "--progress",
@@ -219,7 +236,9 @@ def _add_finetune_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -
     p.add_argument("--no-sid", dest="sid", action="store_false", help="ablation: no stage identifier")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument(
+        "--lr", type=float, default=d.lr, help="learning rate (default: the source family's: 1e-4 for a DiT)"
+    )
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--stages", type=int, default=d.stages)
     p.add_argument(
@@ -239,6 +258,12 @@ def _add_finetune_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -
     )
     p.add_argument("--zico-batches", type=int, default=d.zico_batches, help="batches of the ZiCo probe")
     p.add_argument("--time-repeats", type=int, default=d.time_repeats, help="timed steps per candidate")
+    p.add_argument(
+        "--search-runtime",
+        choices=("measured", "flops"),
+        default=d.search_runtime,
+        help="the searches' runtime term: measured step time (default) or FLOPs (deterministic, reproducible)",
+    )
     p.add_argument(
         "--vote-weights", default=d.vote_weights, help="ranked-voting weights (default: %(default)s)"
     )
@@ -274,6 +299,33 @@ def _add_finetune_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -
         help="progress bars (auto: on a terminal)",
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    t2i = p.add_argument_group("text-to-image sources (a pipeline with unet/ + text_encoder/)")
+    t2i.add_argument(
+        "--instance-prompt",
+        default=None,
+        help='DreamBooth mode: caption of the subject\'s images, e.g. "a sks dog" (default LR 5e-6)',
+    )
+    t2i.add_argument(
+        "--class-noun", default=None, help="DreamBooth: the subject's class (default: the data's class name)"
+    )
+    t2i.add_argument(
+        "--prior-preservation",
+        action="store_true",
+        help='DreamBooth: also train on class images the source generates from "a [class noun]"',
+    )
+    t2i.add_argument(
+        "--prior-loss-weight", type=float, default=d.prior_loss_weight, help="weight of the prior loss"
+    )
+    t2i.add_argument(
+        "--class-images", type=int, default=d.class_images, help="class images for prior preservation"
+    )
+    t2i.add_argument(
+        "--train-text-encoder", action="store_true", help="fine-tune the text encoder too (default: frozen)"
+    )
+    t2i.add_argument("--clip-model", default=None, help="local CLIP folder: report CLIP-T (else skipped)")
+    t2i.add_argument(
+        "--dino-model", default=None, help="local DINO ViT folder: report DreamBooth's DINO score"
+    )
 
 
 def _add_bench_args(p: argparse.ArgumentParser, kind: str, methods: str, example: str) -> None:

@@ -5,10 +5,12 @@ copy and the optimizer. The loop owns everything else (data, loss, learning rate
 epoch the controller says what to train (:meth:`GrowthController.begin_epoch` returns an
 :class:`EpochSpec`); per step it says which sub-network (:meth:`GrowthController.next_config`) and
 takes the step's time (:meth:`GrowthController.end_step`). At stage boundaries it grows the model
-(a fixed schedule: Prog, a replayed one) or trains an elastic supernet and searches the stage's
-sub-network (AutoProg-One, Sec. 3.2.3), then hands back a rebuilt optimizer, keyed by parameter
-name. After any :class:`Event` the loop must re-read :attr:`GrowthController.model` and
-:attr:`GrowthController.optimizer` (and re-wrap the model, e.g. in DDP).
+(a fixed schedule: Prog, a replayed one), trains an elastic supernet and searches the stage's
+sub-network (AutoProg-One, Sec. 3.2.3), or scores the stage's candidates zero-shot on fixed probe
+data and grows into the winner (AutoProg-Zero, Sec. 4.2, applied to pre-training as in Sec. 5.2.3),
+then hands back a rebuilt optimizer, keyed by parameter name. After any :class:`Event` the loop
+must re-read :attr:`GrowthController.model` and :attr:`GrowthController.optimizer` (and re-wrap
+the model, e.g. in DDP).
 
 A plain loop::
 
@@ -22,6 +24,9 @@ A plain loop::
             ctl.end_step()
         ctl.end_epoch()
 
+AutoProg-Zero needs no supernet and no search epochs: pass ``probe=ZeroShotProbe(batches)``
+(at least 2 fixed ``(inputs, targets)`` batches) with ``create_plan("autoprog-zero", ...)``.
+
 Decisions are taken the same way on every process: supernet sampling is seeded by the stage, and
 the measured results a choice rests on pass through ``broadcast`` (rank 0's are used everywhere).
 """
@@ -32,15 +37,16 @@ import copy
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from autoprog.adapters.base import ModelAdapter
-from autoprog.checkpoint import random_state, set_random_state
+from autoprog.checkpoint import global_rng_states, random_state, set_global_rng_states, set_random_state
 from autoprog.ema import ModelEma
 from autoprog.errors import ConfigError
 from autoprog.growth.elastic import ElasticBlocks, ElasticSupernet
@@ -60,10 +66,13 @@ from autoprog.search.one_shot import (
     ScoreRule,
     StageSearch,
     choose,
+    measure_step_time,
     power_law_balancing_factor,
     power_law_score,
     stage_candidates,
 )
+from autoprog.search.voting import DEFAULT_WEIGHTS
+from autoprog.search.zero_shot import zero_shot_search
 from autoprog.train.optim import build_optimizer, carry_state, state_by_name
 
 OptimizerFactory = Callable[[nn.Module], torch.optim.Optimizer]
@@ -71,27 +80,73 @@ OptimizerFactory = Callable[[nn.Module], torch.optim.Optimizer]
 ScoreFn = Callable[[nn.Module, SubnetConfig], float]
 #: ``measure_fn(model, config) -> seconds``: a training step's time, for candidates never sampled.
 MeasureFn = Callable[[nn.Module, SubnetConfig], float]
+#: How a stage without a fixed sub-network chooses one: AutoProg-One's supernet search (Sec. 3.2.3)
+#: or AutoProg-Zero's zero-shot proxies (Sec. 4.2).
+SearchKind = Literal["one-shot", "zero-shot"]
+#: The method each search kind implements (the plan of ``create_plan(method, ...)``).
+SEARCHED_METHODS: dict[str, SearchKind] = {"autoprog-one": "one-shot", "autoprog-zero": "zero-shot"}
 
 
 @dataclass(frozen=True)
 class PlannedStage:
-    """What a stage will train: a fixed sub-network, or (``fixed is None``) one searched at its start."""
+    """What a stage will train: a fixed sub-network, or (``fixed is None``) one searched at its start
+    (``search``: ``"one-shot"``, AutoProg-One, or ``"zero-shot"``, AutoProg-Zero)."""
 
     start_epoch: int
     end_epoch: int
     fixed: SubnetConfig | None
     space: GrowthSpace
+    search: SearchKind = "one-shot"
+
+    def __post_init__(self) -> None:
+        if self.search not in ("one-shot", "zero-shot"):
+            raise ConfigError(f"a stage's search is one-shot or zero-shot, got {self.search!r}")
+
+
+@dataclass(frozen=True)
+class ZeroShotProbe:
+    """The fixed data AutoProg-Zero scores growth candidates on (Sec. 4.2.2; pre-training, Sec. 5.2.3).
+
+    Every candidate sees the same samples, resized to its resolution by the adapter's
+    ``prepare_input``: the NTK condition number (Eq. 12-16) of the classifier's logits on the first
+    ``ntk_samples`` inputs, and generalised ZiCo (Eq. 17) of the training loss over all ``batches``.
+
+    Attributes:
+        batches: at least 2 ``(inputs, targets)`` batches; inputs ``(N, C, H, W)`` as the model takes
+            them (normalised), at any resolution (the full one, usually).
+        loss_fn: ``loss_fn(logits, targets) -> scalar``, the training loss ZiCo differentiates
+            (default: cross-entropy).
+        ntk_samples: samples of the NTK (its Gram matrix is ``ntk_samples x ntk_samples``; fewer
+            when the batches hold fewer).
+        weights: the ballots' weights in ranked voting (Eq. 19; keys ``time``, ``ntk``, ``zico``).
+        seed: seed of the NTK's Rademacher projection (the same for every candidate).
+    """
+
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]]
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
+    ntk_samples: int = 8
+    weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.batches) < 2:
+            raise ConfigError(f"ZiCo needs at least 2 probe batches (Eq. 17), got {len(self.batches)}")
+        if self.ntk_samples < 2:
+            raise ConfigError(f"the NTK needs at least 2 samples, got ntk_samples={self.ntk_samples}")
 
 
 def create_plan(
     method: str, space: GrowthSpace, epochs: int, schedule: GrowthSchedule | None = None
 ) -> list[PlannedStage]:
     """One :class:`PlannedStage` per stage for ``method`` (``full``, ``prog``, ``progstack``,
-    ``autoprog-one``), or the replay of ``schedule`` (Tab. XXII). AutoProg-One searches every stage
-    but the last, which trains the full model."""
-    if schedule is None and method == "autoprog-one":
+    ``autoprog-one``, ``autoprog-zero``), or the replay of ``schedule`` (Tab. XXII). AutoProg-One
+    and AutoProg-Zero search every stage but the last, which trains the full model."""
+    if schedule is None and method in SEARCHED_METHODS:
         bounds = stage_boundaries(epochs, space.num_stages)
-        plan = [PlannedStage(bounds[k], bounds[k + 1], None, space) for k in range(space.num_stages - 1)]
+        kind = SEARCHED_METHODS[method]
+        plan = [
+            PlannedStage(bounds[k], bounds[k + 1], None, space, kind) for k in range(space.num_stages - 1)
+        ]
         return plan + [PlannedStage(bounds[-2], bounds[-1], space.full, space)]
     if schedule is None:
         if method == "full":
@@ -101,7 +156,9 @@ def create_plan(
         elif method == "progstack":
             schedule = progstack_schedule(space.full_resolution, space.full_depth, epochs)
         else:
-            raise ConfigError(f"unknown method {method!r}: choose from full, prog, progstack, autoprog-one")
+            raise ConfigError(
+                f"unknown method {method!r}: choose from full, prog, progstack, autoprog-one, autoprog-zero"
+            )
     return [PlannedStage(s.start_epoch, s.end_epoch, s.config, space) for s in schedule]
 
 
@@ -109,9 +166,10 @@ def create_plan(
 class Event:
     """Something that changed the model or decided the schedule; the loop re-reads model/optimizer.
 
-    ``kind``: ``"grow"`` (fixed growth), ``"supernet"`` (the model became an elastic supernet, in place),
-    ``"search"`` (a stage's sub-network was chosen; ``detail`` is the search record),
-    ``"stage_end"``.
+    ``kind``: ``"grow"`` (fixed growth, or growth into a zero-shot search's choice), ``"supernet"``
+    (the model became an elastic supernet, in place), ``"search"`` (a stage's sub-network was chosen;
+    ``detail`` is the search record; AutoProg-Zero's comes with the stage's first epoch, from
+    :meth:`GrowthController.begin_epoch`), ``"stage_end"``.
     """
 
     kind: str
@@ -178,8 +236,20 @@ class _Search:
         return SubnetConfig(max(c.resolution for c in self.candidates), max(c.depth for c in self.candidates))
 
 
+class _CandidateNet(nn.Module):
+    """The zero-shot search's one module: it holds the candidate being scored (built one at a time)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net: nn.Module = nn.Identity()
+        self.depth = -1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 class GrowthController:
-    """Grows a model through a progressive schedule, searched (AutoProg-One) or fixed (Prog).
+    """Grows a model through a progressive schedule: fixed (Prog) or searched (AutoProg-One, AutoProg-Zero).
 
     Args:
         adapter: the model adapter (creates the model, gets/sets its blocks).
@@ -192,10 +262,12 @@ class GrowthController:
         ema_decay: the momentum copy's decay (Eq. 3); ``ema_warmup`` ramps it as timm's ModelEmaV3.
         use_ema: keep a momentum copy (default: when MoGrow or a search needs one).
         score_fn: the search loss of a candidate, with the momentum copy, on fixed data (required
-            when the plan searches).
-        measure_fn: a training step's seconds, for candidates the supernet never sampled.
+            when the plan searches one-shot).
+        measure_fn: a training step's seconds, for candidates the supernet never sampled and for
+            every candidate of a zero-shot search (default there: a step on the first probe batch).
         runtime_fn: the runtime term of a candidate instead of its measured step time (e.g. its
             FLOPs: deterministic, so a searched schedule is reproducible and resumable exactly).
+        probe: the fixed data of a zero-shot search (required when the plan searches zero-shot).
         search_epochs: supernet epochs at each searched stage's start (Sec. 3.2.3).
         search_snapshots: loss snapshots averaged over the last search epoch.
         recycle: weight recycling: search epochs are training epochs (Tab. XI ablates it).
@@ -221,6 +293,7 @@ class GrowthController:
         score_fn: ScoreFn | None = None,
         measure_fn: MeasureFn | None = None,
         runtime_fn: Callable[[SubnetConfig], float] | None = None,
+        probe: ZeroShotProbe | None = None,
         search_epochs: int = 2,
         search_snapshots: int = 2,
         recycle: bool = True,
@@ -233,9 +306,11 @@ class GrowthController:
             raise ConfigError("the plan has no stages")
         if steps_per_epoch < 1:
             raise ConfigError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
-        searches = any(p.fixed is None for p in plan)
+        searches = any(p.fixed is None and p.search == "one-shot" for p in plan)  # with a supernet
         if searches and score_fn is None:
             raise ConfigError("a searched plan (AutoProg-One) needs score_fn(momentum_net, config) -> loss")
+        if probe is None and any(p.fixed is None and p.search == "zero-shot" for p in plan):
+            raise ConfigError("a zero-shot searched plan (AutoProg-Zero) needs probe=ZeroShotProbe(batches)")
         self.adapter = adapter
         self.plan = list(plan)
         self.steps_per_epoch = steps_per_epoch
@@ -246,6 +321,7 @@ class GrowthController:
         self.score_fn = score_fn
         self.measure_fn = measure_fn
         self.runtime_fn = runtime_fn
+        self.probe = probe
         self.search_epochs = search_epochs
         self.search_snapshots = search_snapshots
         self.recycle = recycle
@@ -390,6 +466,8 @@ class GrowthController:
         self._stage_start = self.epoch
         if planned.fixed is not None:
             return self._grow_to(planned.fixed)
+        if planned.search == "zero-shot":
+            return self._zero_shot_search(k, planned.space)
         candidates = stage_candidates(planned.space, k, self.current)
         if len(candidates) == 1:
             events = self._grow_to(candidates[0])
@@ -423,13 +501,111 @@ class GrowthController:
         self._search = s
         return [Event("supernet", k, s.widest, {"candidates": [c.__dict__ for c in candidates], "epochs": n})]
 
-    def _grow_to(self, config: SubnetConfig) -> list[Event]:
+    def _grow_to(self, config: SubnetConfig, nested_from: int | None = None) -> list[Event]:
+        """Make the model the stage's sub-network ``config`` (``nested_from``: see :meth:`_shape`)."""
+        first = self.current is None
         self.current = config
         if config.depth == len(self.adapter.get_blocks(self.model)):
             return []
         momentum = self.ema.module if self.ema is not None else None
-        self._rebuild(self.operator.grow(self.model, self.adapter, config.depth, momentum=momentum))
+        self._rebuild(self._shape(self.model, momentum, config.depth, nested_from if first else None))
         return [Event("grow", self.stage, config)]
+
+    def _shape(
+        self, model: nn.Module, momentum: nn.Module | None, depth: int, nested_from: int | None
+    ) -> dict[str, str | None]:
+        """Turn ``model`` (and its momentum copy) into the sub-network of ``depth`` blocks, in place, as
+        a stage start does; return the new -> old parameter names.
+
+        After a trained stage this is growth with the controller's operator. Before the first stage
+        (``nested_from``: the smallest candidate depth) nothing is trained yet: the sub-network is the
+        one of the fresh full-depth model that Interpolation from ``nested_from`` blocks nests, as in
+        AutoProg-One's first supernet (Sec. 3.2.3, :meth:`ElasticSupernet.from_scratch`).
+        """
+        if nested_from is None:
+            return self.operator.grow(model, self.adapter, depth, momentum=momentum)
+        supernet = ElasticSupernet.from_scratch(self.adapter, model, nested_from, momentum)
+        made = supernet.name_map
+        return {n: None if o is None else made.get(o) for n, o in supernet.materialise(depth).items()}
+
+    def _zero_shot_search(self, k: int, space: GrowthSpace) -> list[Event]:
+        """AutoProg-Zero at stage ``k``'s start (Sec. 4.2, Eq. 12-19), choosing a growth stage as in
+        Sec. 5.2.3: no supernet, no search epochs (nothing to recycle).
+
+        Every candidate of the stage's growth space (:func:`stage_candidates`, as AutoProg-One's) is
+        built as the stage would train it (:meth:`_shape` on a copy of the model, from the random
+        state the chosen one is then grown from, so even RandInit's new blocks are the same) and
+        scored without training on the probe resized to its resolution: NTK condition number of
+        the logits over all its parameters (Eq. 16), generalised ZiCo over them (Eq. 17), and the
+        runtime term (``runtime_fn``, else ``measure_fn``, else a timed step on the first probe
+        batch). Ranked voting (Eq. 19) picks one; rank 0's numbers decide on every process. The
+        search draws nothing from the run's random streams, and the model grows into the winner.
+        """
+        assert self.probe is not None
+        probe, t0 = self.probe, time.perf_counter()
+        candidates = stage_candidates(space, k, self.current)
+        nested_from = min(c.depth for c in candidates) if self.current is None else None
+        device = self.device or next(self.model.parameters()).device
+        view = _CandidateNet()
+        resized: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+        def batches(c: SubnetConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
+            if c.resolution not in resized:  # the same samples for every candidate, at its resolution
+                resized[c.resolution] = [
+                    (self.adapter.prepare_input(x.to(device), c.resolution), y.to(device))
+                    for x, y in probe.batches
+                ]
+            return resized[c.resolution]
+
+        def configure(c: SubnetConfig) -> None:
+            if view.depth != c.depth:
+                view.net = nn.Identity()  # let the previous candidate go first
+                set_global_rng_states(rng, device)  # the state the chosen one is grown from
+                net = copy.deepcopy(self.model)
+                momentum = None
+                if self.operator.needs_momentum and self.ema is not None and nested_from is None:
+                    momentum = copy.deepcopy(self.ema.module)
+                self._shape(net, momentum, c.depth, nested_from)
+                view.net, view.depth = net, c.depth
+
+        def time_step(c: SubnetConfig) -> float:
+            if self.runtime_fn is not None:
+                return float(self.runtime_fn(c))
+            if self.measure_fn is not None:
+                return float(self.measure_fn(view.net, c))
+            x, y = batches(c)[0]
+            seconds = measure_step_time(lambda: probe.loss_fn(view(x), y).backward(), device=device)
+            for p in view.parameters():
+                p.grad = None
+            return seconds
+
+        rng = global_rng_states(device)
+        try:
+            winner, rows, vote = zero_shot_search(
+                view, candidates, configure, forward=lambda m, x: m(x),
+                loss_fn=lambda m, b: probe.loss_fn(m(b[0]), b[1]),
+                ntk_inputs=lambda c: (torch.cat([x for x, _ in batches(c)])[: probe.ntk_samples],),
+                zico_batches=batches, time_step=time_step, weights=probe.weights, seed=probe.seed,
+            )  # fmt: skip
+        finally:
+            set_global_rng_states(rng, device)
+        view.net = nn.Identity()  # free the last candidate before the model grows
+        resized.clear()
+        winner, rows = self.broadcast((winner, rows))  # measured numbers differ per process: rank 0's
+        chosen = candidates[winner]
+        events = self._grow_to(chosen, nested_from)
+        record = {
+            "stage": k,
+            "start_epoch": self.epoch,
+            "search": "zero-shot",
+            "search_epochs": 0,
+            "candidates": rows,
+            "chosen": {"resolution": chosen.resolution, "depth": chosen.depth},
+            "weights": dict(vote.weights),
+            "search_time_s": time.perf_counter() - t0,
+        }
+        self.searches.append(record)
+        return events + [Event("search", k, chosen, record)]
 
     @torch.no_grad()
     def _snapshot(self) -> None:
@@ -689,4 +865,4 @@ def _clone_state(state: dict[str, dict[str, torch.Tensor]]) -> dict[str, dict[st
     }
 
 
-__all__ = ["Event", "EpochSpec", "GrowthController", "PlannedStage", "create_plan"]
+__all__ = ["Event", "EpochSpec", "GrowthController", "PlannedStage", "ZeroShotProbe", "create_plan"]

@@ -232,15 +232,17 @@ def add_difffit_scales(denoiser: DiTDenoiser) -> list[str]:
     for i, block in enumerate(denoiser.transformer.transformer_blocks):
         dim = block.norm1.linear.in_features
         for branch in ("attn1", "ff"):
-            pname = f"difffit_gamma_{branch}"
-            block.register_parameter(pname, nn.Parameter(torch.ones(dim)))
-
-            def hook(module, args, output, block=block, pname=pname):
-                return output * getattr(block, pname)
-
-            getattr(block, branch).register_forward_hook(hook)
-            names.append(f"{BLOCKS}.{i}.{pname}")
+            module = getattr(block, branch)
+            module.register_parameter("difffit_gamma", nn.Parameter(torch.ones(dim)))
+            # The hook reads the scale from the module it runs on, so a copy (the EMA model) uses
+            # its own scales, not the original's.
+            module.register_forward_hook(_scale_by_difffit_gamma)
+            names.append(f"{BLOCKS}.{i}.{branch}.difffit_gamma")
     return names
+
+
+def _scale_by_difffit_gamma(module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+    return output * module.difffit_gamma
 
 
 def add_lora(denoiser: DiTDenoiser, rank: int = 8, alpha: float | None = None) -> list[str]:

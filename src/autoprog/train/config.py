@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 from autoprog.errors import ConfigError
 
-PRETRAIN_METHODS: tuple[str, ...] = ("full", "prog", "autoprog-one", "progstack")
-Method = Literal["full", "prog", "autoprog-one", "progstack"]
+PRETRAIN_METHODS: tuple[str, ...] = ("full", "prog", "autoprog-one", "autoprog-zero", "progstack")
+Method = Literal["full", "prog", "autoprog-one", "autoprog-zero", "progstack"]
 
 
 @dataclass
@@ -28,7 +28,9 @@ class PretrainConfig:
 
     The default model is timm's ``vit_tiny_patch16_224`` (width 192, 3 heads) re-shaped for small
     images: patch 4, depth 6, the input size and channels of the data. ``ratio``/``stages``/
-    ``operator`` only matter for progressive methods.
+    ``operator`` only matter for progressive methods. ``ntk_samples``, ``zico_batches`` and
+    ``vote_weights`` set AutoProg-Zero's zero-shot search (Sec. 4.2, Eq. 16-19; for pre-training,
+    Sec. 5.2.3), with the defaults and syntax of :class:`FinetuneConfig`.
     """
 
     model: str = "vit_tiny_patch16_224"
@@ -77,12 +79,19 @@ class PretrainConfig:
     progress: bool | None = None
     eval_ema: bool = False
     search_runtime: str = "measured"
+    ntk_samples: int = 8
+    zico_batches: int = 2
+    vote_weights: str = "time=1,ntk=0.5,zico=0.5"
     resume: bool = False
     checkpoint_every: int = 0
     on_nonfinite: str = "rollback"
     nonfinite_lr_factor: float = 0.5
     max_rollbacks: int = 3
     extra: dict = field(default_factory=dict)
+
+    def weights(self) -> dict[str, float]:
+        """``vote_weights`` parsed: ``"time=1,ntk=0.5,zico=0.5"`` -> dict (:func:`parse_vote_weights`)."""
+        return parse_vote_weights(self.vote_weights)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` (one line: the option, the value, what is valid) on the first bad field."""
@@ -118,8 +127,11 @@ class PretrainConfig:
             raise ConfigError(f"{self.stages} stages need at least {self.stages} epochs, got {self.epochs}")
         for name in ("search_epochs", "search_samples", "search_snapshots"):
             _at_least(name, getattr(self, name), 1)
-        if self.method == "autoprog-one" and self.stages < 2:
-            raise ConfigError("autoprog-one needs at least 2 stages (the last one trains the full model)")
+        if self.method in ("autoprog-one", "autoprog-zero") and self.stages < 2:
+            raise ConfigError(f"{self.method} needs at least 2 stages (the last one trains the full model)")
+        _at_least("ntk_samples", self.ntk_samples, 2)
+        _at_least("zico_batches", self.zico_batches, 2)
+        self.weights()
         _at_least("batch_size", self.batch_size, 1)
         _at_least("val_size", self.val_size, 0)
         for name in ("test_subset", "train_subset", "patch_size", "depth", "img_size", "threads"):
@@ -155,6 +167,27 @@ class PretrainConfig:
         return asdict(self)
 
 
+def parse_vote_weights(text: str) -> dict[str, float]:
+    """Ranked voting's ballot weights (Eq. 19) from ``"time=1,ntk=0.5,zico=0.5"``.
+
+    Raises:
+        ConfigError: an entry that is not ``key=number``, a non-finite number, or keys other than
+            ``time``, ``ntk``, ``zico`` (``time`` required).
+    """
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        try:
+            out[key.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(f"--vote-weights: bad entry {part!r} (want key=number)") from None
+        if not math.isfinite(out[key.strip()]):
+            raise ConfigError(f"--vote-weights: {part!r} is not a finite number")
+    if set(out) - {"time", "ntk", "zico"} or "time" not in out:
+        raise ConfigError(f"--vote-weights keys are time, ntk, zico (time required), got {sorted(out)}")
+    return out
+
+
 FINETUNE_METHODS: tuple[str, ...] = (
     "full",
     "bitfit",
@@ -170,12 +203,16 @@ PROGRESSIVE_FINETUNE_METHODS: tuple[str, ...] = ("prog", "autoprog-one", "autopr
 
 @dataclass
 class FinetuneConfig:
-    """Everything that defines a diffusion fine-tuning run (paper Sec. 4, 5.1.2).
+    """Everything that defines a fine-tuning run (paper Sec. 4, 5.1.2).
 
-    Defaults transfer the project's own DiT source (pre-trained on Fashion-MNIST by ``autoprog
-    source``) to MNIST-5k in pixel space. ``sid`` defaults to on for the progressive methods (it is
+    ``model`` names the source: a diffusers DiT, a text-to-image pipeline or an ``autoprog
+    pretrain`` run (a timm classifier); :mod:`autoprog.tasks` supplies what depends on it. ``lr``
+    ``None`` takes the family's default (the paper's: 1e-4 for DiT). Defaults transfer the
+    project's own DiT source (pre-trained on Fashion-MNIST by ``autoprog source``) to MNIST-5k in
+    pixel space. ``sid`` defaults to on for the progressive methods (it is
     meaningless for single-stage ones). The search settings follow the authors' code: NTK on
-    ``ntk_samples`` samples, ZiCo on ``zico_batches`` batches, time of ``time_repeats`` steps;
+    ``ntk_samples`` samples, ZiCo on ``zico_batches`` batches, time of ``time_repeats`` steps (or,
+    ``search_runtime="flops"``, the step's FLOPs: deterministic, so runs are reproducible);
     ranked voting weights ``time=1, ntk=0.5, zico=0.5`` (Eq. 19 as the code weighs it).
     """
 
@@ -187,7 +224,7 @@ class FinetuneConfig:
     data_dir: str | None = None
     seed: int = 0
     batch_size: int = 32
-    lr: float = 1e-4
+    lr: float | None = None
     weight_decay: float = 0.0
     stages: int = 4
     ratio: float = 0.25
@@ -200,6 +237,7 @@ class FinetuneConfig:
     ntk_samples: int = 8
     zico_batches: int = 2
     time_repeats: int = 3
+    search_runtime: str = "measured"
     vote_weights: str = "time=1,ntk=0.5,zico=0.5"
     search_fraction: float = 0.25
     fid_samples: int = 300
@@ -215,6 +253,17 @@ class FinetuneConfig:
     device: str | None = None
     threads: int | None = None
     progress: bool | None = None
+    # Text-to-image sources only (autoprog.tasks.text_to_image; paper Sec. 5.3.2-5.3.3). DreamBooth
+    # mode is on when ``instance_prompt`` is set ("a sks dog"); ``class_noun`` defaults to the data's
+    # single class name; CLIP-T / DINO are computed when their model folders are given.
+    instance_prompt: str | None = None
+    class_noun: str | None = None
+    prior_preservation: bool = False
+    prior_loss_weight: float = 1.0
+    class_images: int = 100
+    train_text_encoder: bool = False
+    clip_model: str | None = None
+    dino_model: str | None = None
 
     @property
     def use_sid(self) -> bool:
@@ -239,8 +288,8 @@ class FinetuneConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` (one line: the option, the value, what is valid) on the first bad field."""
-        from autoprog.adapters.diffusers_dit import check_dit_folder
         from autoprog.data.datasets import check_dataset_name
+        from autoprog.tasks import check_source
         from autoprog.train.source import SOURCE_RECIPES
 
         _check_field_types(self)
@@ -252,7 +301,7 @@ class FinetuneConfig:
                 raise ConfigError(
                     f"--model {self.model!r} is neither a folder nor a built-in source ({', '.join(SOURCE_RECIPES)})"
                 )
-            check_dit_folder(self.model)
+            check_source(self.model)
         check_dataset_name(self.data)
         _at_least("steps", self.steps, 1)
         _in_interval("ratio", self.ratio, 0.0, 1.0, low_open=True)
@@ -263,7 +312,8 @@ class FinetuneConfig:
         if self.method in ("autoprog-one", "autoprog-zero") and self.stages < 2:
             raise ConfigError(f"{self.method} needs at least 2 stages (the last one trains the full model)")
         _at_least("batch_size", self.batch_size, 1)
-        _positive("lr", self.lr)
+        if self.lr is not None:
+            _positive("lr", self.lr)
         _in_interval("weight_decay", self.weight_decay, 0.0, math.inf)
         _in_interval("ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
         _in_interval("cfg_dropout", self.cfg_dropout, 0.0, 1.0, high_open=True)
@@ -272,6 +322,8 @@ class FinetuneConfig:
         _at_least("ntk_samples", self.ntk_samples, 2)
         _at_least("zico_batches", self.zico_batches, 2)
         _at_least("time_repeats", self.time_repeats, 1)
+        if self.search_runtime not in ("measured", "flops"):
+            raise ConfigError(f"--search-runtime must be measured or flops, got {self.search_runtime!r}")
         _in_interval("search_fraction", self.search_fraction, 0.0, 1.0, low_open=True, high_open=True)
         if self.fid_samples != 0:
             if self.fid_samples < 2:
@@ -288,6 +340,49 @@ class FinetuneConfig:
             _at_least("threads", self.threads, 1)
         _check_device(self.device)
         self.weights()
+        self._check_text_to_image()
+
+    def _check_text_to_image(self) -> None:
+        """The text-to-image options: well-formed, DreamBooth's only with ``--instance-prompt``, and
+        all of them only with a text-to-image source."""
+        from autoprog.eval.clip_score import check_score_model
+        from autoprog.tasks import source_kind
+        from autoprog.train.source import SOURCE_RECIPES
+
+        for name in ("instance_prompt", "class_noun"):
+            value = getattr(self, name)
+            if value is not None and not value.strip():
+                raise ConfigError(f"{_flag(name)} must not be empty")
+        if self.instance_prompt is None:
+            for name in ("class_noun", "prior_preservation"):
+                if getattr(self, name) not in (None, False):
+                    raise ConfigError(f"{_flag(name)} is a DreamBooth option: give --instance-prompt too")
+        _in_interval("prior_loss_weight", self.prior_loss_weight, 0.0, math.inf)
+        _at_least("class_images", self.class_images, 1)
+        if self.clip_model is not None:
+            check_score_model(self.clip_model, "clip")
+        if self.dino_model is not None:
+            check_score_model(self.dino_model, "dino")
+        used = [
+            name
+            for name in (
+                "instance_prompt",
+                "class_noun",
+                "prior_preservation",
+                "train_text_encoder",
+                "clip_model",
+                "dino_model",
+            )
+            if getattr(self, name) not in (None, False)
+        ]
+        if used:
+            recipe = SOURCE_RECIPES.get(self.model)
+            kind = recipe.get("kind", "dit") if recipe is not None else source_kind(self.model)
+            if kind != "text-to-image":
+                raise ConfigError(
+                    f"{_flag(used[0])} is for text-to-image sources (a pipeline with unet/ + text_encoder/), "
+                    f"not the {kind} source {self.model!r}"
+                )
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,9 +1,13 @@
-"""``autoprog finetune``: progressive fine-tuning of a diffusion model (paper Sec. 4, Algorithm 2).
+"""``autoprog finetune``: progressive fine-tuning of a pretrained model (paper Sec. 4, Algorithm 2).
 
-Read top to bottom: data -> source model (``from_pretrained``) -> method (which parameters learn)
--> stages: at each stage start a search (AutoProg-Zero: zero-shot proxies + ranked voting;
-AutoProg-One: supernet loss x runtime) or the manual schedule decides the learnable sub-network
-(resolution, unfreezing level) -> unfreeze -> train -> FID of the final (EMA) model.
+Read top to bottom: source model (``from_pretrained``) and its task -> data -> method (which
+parameters learn) -> stages: at each stage start a search (AutoProg-Zero: zero-shot proxies + ranked
+voting; AutoProg-One: supernet loss x runtime) or the manual schedule decides the learnable
+sub-network (resolution, unfreezing level) -> unfreeze -> train -> the task's metric of the final
+(EMA) model (FID of a generator, top-1 of a classifier).
+
+What depends on the model family (blocks, loss, SID, probe data, evaluation) is the task's
+(:mod:`autoprog.tasks`): a class-conditional DiT, a text-to-image UNet, a timm classifier.
 
 Frozen parameters get no gradient and no optimizer state; the optimizer and the EMA pairing are
 rebuilt by parameter name at every unfreezing, carrying the moments of parameters that keep learning.
@@ -29,8 +33,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from autoprog.adapters.base import count_params, resize_input
-from autoprog.adapters.diffusers_dit import DiTDenoiser, add_difffit_scales, add_lora
+from autoprog.adapters.base import count_params
 from autoprog.checkpoint import (
     global_rng_states,
     load_latest_checkpoint,
@@ -48,8 +51,9 @@ from autoprog.flops import count_train_flops
 from autoprog.memory import peak_memory_bytes, reset_peak_memory
 from autoprog.search.one_shot import measure_step_time, power_law_score
 from autoprog.search.zero_shot import zero_shot_search as search_zero_shot
+from autoprog.tasks import FinetuneTask, create_finetune_task
+from autoprog.tasks.dit import make_condition
 from autoprog.train.config import PROGRESSIVE_FINETUNE_METHODS, FinetuneConfig
-from autoprog.train.diffusion import Condition, GaussianDiffusion, from_uint8, to_uint8
 from autoprog.train.loader import BatchSource
 from autoprog.train.optim import build_optimizer, carry_state, state_by_name
 from autoprog.train.pretrain import (
@@ -71,44 +75,6 @@ from autoprog.unfreeze import (
     step_boundaries,
     zero_shot_candidates,
 )
-
-
-def apply_method_parameters(model: DiTDenoiser, method: str, lora_rank: int) -> Callable[[str], bool] | None:
-    """Set up a parameter-efficient baseline; returns the predicate of its learnable parameters
-    (``None`` for the methods that learn whole blocks). Class embedders always learn: the target
-    data's classes are new."""
-    if method == "bitfit":
-        return lambda n: n.endswith(".bias") or "class_embedder" in n or n.startswith("stage_embedding")
-    if method == "difffit":
-        add_difffit_scales(model)
-        return lambda n: n.endswith(".bias") or "difffit_gamma" in n or "class_embedder" in n
-    if method == "lora":
-        add_lora(model, rank=lora_rank)
-        return lambda n: "lora_" in n or "class_embedder" in n
-    return None
-
-
-def make_condition(
-    labels: torch.Tensor,
-    stage_id: int | None,
-    null_class: int,
-    null_stage: int,
-    cfg_dropout: float,
-    sid_dropout: float,
-    generator: torch.Generator,
-    device: torch.device | str = "cpu",
-) -> Condition:
-    """The training condition of a batch (Sec. 4.1.2): each sample's label is dropped to the null
-    class with probability ``cfg_dropout`` (classifier-free guidance), and, with SID, its stage id is
-    the current stage's, dropped independently to the null id with probability ``sid_dropout``."""
-    y = labels.clone()
-    y[torch.rand(len(y), generator=generator) < cfg_dropout] = null_class
-    s = None
-    if stage_id is not None:
-        s = torch.full_like(y, stage_id)
-        s[torch.rand(len(y), generator=generator) < sid_dropout] = null_stage
-        s = s.to(device)
-    return Condition(y.to(device), s)
 
 
 def _set_predicate(model: nn.Module, learn: Callable[[str], bool]) -> int:
@@ -198,9 +164,14 @@ def load_resume_state(cfg: FinetuneConfig, log: Callable[[str], None] = _print) 
     for key, value in mine.items():
         if key not in RESUME_FREE_FIELDS and saved.get(key, value) != value:
             raise ConfigError(
-                f"--resume: the run in {cfg.out} used --{key.replace('_', '-')} {saved.get(key)!r}, not {value!r}"
+                f"--resume: the run in {cfg.out} used --{key.replace('_', '-')} {_shown(saved.get(key))}, not {_shown(value)}"
             )
     return state
+
+
+def _shown(value: Any) -> str:
+    """A config value as the resume error shows it (``None`` is an option left at its default)."""
+    return "(default)" if value is None else repr(value)
 
 
 def _plain(obj: Any) -> Any:
@@ -251,30 +222,32 @@ def _finetune(
     amp_dtype = mixed_precision_dtype(cfg.mixed_precision, device)
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
 
-    # Source model: a diffusers folder, loaded with from_pretrained.
+    # Source model (a folder, loaded with from_pretrained) and what the loop needs to know of its
+    # family: the task (autoprog.tasks) gives the blocks, the loss, the probe data and the evaluation.
     if ctx.distributed and not ctx.is_main:
         ctx.barrier()  # a built-in source is made (and cached) once, by rank 0
     model_dir = resolve_model(cfg.model, log=log)
     if ctx.distributed and ctx.is_main:
         ctx.barrier()
     torch.manual_seed(cfg.seed)  # making a source draws random numbers: every process starts alike
-    base = DiTDenoiser.load(model_dir)
-    full_res, channels = base.sample_size, base.in_channels
     num_stages = cfg.stages if cfg.method in PROGRESSIVE_FINETUNE_METHODS else 1
-    model = DiTDenoiser(base.transformer, num_stages if cfg.use_sid else None)
-    if base.stage_embedding is not None:
-        raise ConfigError(f"{model_dir} is a fine-tuned model with stage identifiers; start from its source")
-    peft_predicate = apply_method_parameters(model, cfg.method, cfg.lora_rank)
+    task: FinetuneTask = create_finetune_task(model_dir, cfg, num_stages=num_stages, device=device)
+    if cfg.sid and not task.stage_identifiers:
+        raise ConfigError(
+            f"--sid: {type(task).__name__} has no stage identifiers (SID is for generative models, Sec. 4.1.2)"
+        )
+    use_sid = cfg.use_sid and task.stage_identifiers
+    model = task.model
+    full_res, channels = task.full_resolution, task.channels
+    base_lr = cfg.lr if cfg.lr is not None else task.default_lr
+
+    # Data at the source's size and channels (uint8; the task scales it).
+    train_set = load_dataset(cfg.data, "train", data_dir=cfg.data_dir, image_size=full_res, in_chans=channels)
+    task.bind_data(train_set.info)
+    peft_predicate = task.method_parameters(cfg.method, cfg.lora_rank)
     model.to(device)
     if saved is not None:
         model.load_state_dict(saved["model"])
-
-    # Data at the source's size and channels; images scaled to [-1, 1].
-    train_set = load_dataset(cfg.data, "train", data_dir=cfg.data_dir, image_size=full_res, in_chans=channels)
-    if train_set.info.num_classes > model.num_classes:
-        raise ConfigError(
-            f"{cfg.data} has {train_set.info.num_classes} classes but the source's class embedder has {model.num_classes}"
-        )
     source = BatchSource(
         train_set,
         cfg.batch_size,
@@ -290,8 +263,8 @@ def _finetune(
         )
 
     # The space of learnable sub-networks and the plan.
-    blocks = model.block_paths()
-    space = UnfreezeSpace(full_res, model.patch_size, cfg.ratio, num_stages, cfg.levels)
+    blocks = task.block_paths
+    space = UnfreezeSpace(full_res, task.patch_size, cfg.ratio, num_stages, cfg.levels)
     if cfg.method == "prog":
         plan: list[UnfreezeConfig | None] = [s.config for s in prog_unfreeze_schedule(space, cfg.steps)]
     elif cfg.method in ("autoprog-zero", "autoprog-one"):
@@ -305,9 +278,8 @@ def _finetune(
         if peft_predicate is not None:
             return _set_predicate(model, peft_predicate)
         learn = level_blocks(len(blocks), c.level, cfg.levels)
-        return set_trainable(model, blocks, learn, always=model.always_learnable)
+        return set_trainable(model, blocks, learn, always=task.always_learnable)
 
-    diffusion = GaussianDiffusion()
     flop_cache: dict[tuple[int, int], int] = {}
 
     def flops_of(c: UnfreezeConfig, everything: bool = False) -> int:
@@ -319,11 +291,13 @@ def _finetune(
                 _set_predicate(model, lambda n: True)
             else:
                 configure(c)
-            x = torch.zeros(1, channels, c.resolution, c.resolution, device=device)
-            t = torch.zeros(1, dtype=torch.long, device=device)
-            y = torch.zeros(1, dtype=torch.long, device=device)
-            s = torch.zeros(1, dtype=torch.long, device=device) if cfg.use_sid else None
-            flop_cache[key] = count_train_flops(model, x, lambda m, x: m(x, t, y, s))
+            blank = torch.zeros(1, channels, full_res, full_res, dtype=torch.uint8)
+            inputs = task.probe(
+                blank, torch.zeros(1, dtype=torch.long), c.resolution, 0 if use_sid else None, 0
+            )
+            flop_cache[key] = count_train_flops(
+                model, inputs[0], lambda m, x: task.output(m, x, *inputs[1:-1])
+            )
         return flop_cache[key]
 
     # FLOPs are accounting, not training: counted before the clock starts.
@@ -333,7 +307,7 @@ def _finetune(
     for c in {space.full, *(c for c in plan if c is not None), *grid}:
         flops_of(c)
     log(
-        f"autoprog finetune: {cfg.method}{' + SID' if cfg.use_sid else ''} | source {model_dir.name} "
+        f"autoprog finetune: {cfg.method}{' + SID' if use_sid else ''} | source {model_dir.name} "
         f"({len(blocks)} blocks @ {full_res}px) | {cfg.data}: {len(train_set)} images | {cfg.steps} steps x "
         f"{cfg.batch_size} | {len(plan)} stage(s) | device {device}"
     )
@@ -376,7 +350,7 @@ def _finetune(
         nonlocal optimizer, ema, train_net, restored_opt, restored_ema
         old = state_by_name(optimizer) if optimizer is not None else restored_opt
         restored_opt = {}
-        optimizer = build_optimizer(model, cfg.lr * lr_scale, cfg.weight_decay)
+        optimizer = build_optimizer(model, base_lr * lr_scale, cfg.weight_decay)
         carry_state(old, optimizer, {n: n for n, p in model.named_parameters() if p.requires_grad})
         if cfg.ema_decay > 0:
             if ema is None:
@@ -414,23 +388,14 @@ def _finetune(
             taken += 1
             return batch
 
-    def condition(y: torch.Tensor) -> Condition:
-        return make_condition(
-            y, stage_id if cfg.use_sid else None, model.null_class, model.null_stage, cfg.cfg_dropout,
-            cfg.sid_dropout, gen, device,
-        )  # fmt: skip
-
     def train_step(c: UnfreezeConfig, data_resolution: int | None = None) -> float:
         """One step of sub-network ``c``. ``data_resolution``: read batches at it and resize each to
         ``c``'s (the supernet: candidates change every step, the loader's resolution does not)."""
         nonlocal step, train_flops
         assert optimizer is not None
         x, y = next_batch(data_resolution or c.resolution)
-        x0 = from_uint8(x).to(device)
-        if x0.shape[-1] != c.resolution:
-            x0 = resize_input(x0, c.resolution)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = diffusion.loss(train_net, x0, condition(y), generator=gen)
+            loss = task.loss(train_net, x, y, c.resolution, stage_id if use_sid else None, gen)
         value = loss.item()
         bad = not math.isfinite(value)
         if ctx.distributed:  # every process stops (or rolls back) together
@@ -459,34 +424,30 @@ def _finetune(
     probe_labels = torch.tensor([int(train_set[int(i)][1]) for i in probe_idx])
 
     def probe_batch(resolution: int, lo: int, hi: int) -> tuple[torch.Tensor, ...]:
-        x0 = resize_input(from_uint8(probe_images[lo:hi]), resolution).to(device)
-        g = torch.Generator().manual_seed(cfg.seed * 31 + lo * 1009 + resolution)
-        x_t, t, noise = diffusion.noised(x0, g)
-        s = torch.full_like(probe_labels[lo:hi], stage_id).to(device) if cfg.use_sid else None
-        return x_t, t.to(device), probe_labels[lo:hi].to(device), s, noise
+        """Probe samples ``lo:hi`` at ``resolution``: the task's inputs + target (fixed random parts)."""
+        seed = cfg.seed * 31 + lo * 1009 + resolution
+        sid = stage_id if use_sid else None
+        return task.probe(probe_images[lo:hi], probe_labels[lo:hi], resolution, sid, seed)
 
     step_times: dict[UnfreezeConfig, float] = {}
 
     def time_step(c: UnfreezeConfig) -> float:
         """Measured seconds of one training step (forward + backward) of sub-network ``c``, measured
-        once per run (candidates recur across stages; the model's cost does not change)."""
+        once per run (candidates recur across stages; the model's cost does not change); with
+        ``--search-runtime flops``, the step's training FLOPs instead (deterministic)."""
         if c not in step_times:
             configure(c)
-            step_times[c] = _measure(c)
+            step_times[c] = float(flops_of(c) * cfg.batch_size) if cfg.search_runtime == "flops" else _measure(c)
         return step_times[c]
 
     def _measure(c: UnfreezeConfig) -> float:
-        x_t, t, y, s, noise = probe_batch(c.resolution, 0, cfg.batch_size)
-        x_t, t, y, noise = (
+        probe = tuple(  # one training batch of probe samples (repeated if the probe set is smaller)
             v.repeat((cfg.batch_size + len(v) - 1) // len(v), *[1] * (v.ndim - 1))[: cfg.batch_size]
-            for v in (x_t, t, y, noise)
+            for v in probe_batch(c.resolution, 0, cfg.batch_size)
         )
-        if s is not None:
-            s = torch.full_like(y, stage_id)
 
         def run() -> None:
-            loss = nn.functional.mse_loss(model(x_t, t, y, s), noise)
-            loss.backward()
+            task.probe_loss(model, probe).backward()
 
         seconds = measure_step_time(run, repeats=cfg.time_repeats, warmup=1, device=device)
         for p in model.parameters():
@@ -500,8 +461,7 @@ def _finetune(
         candidates = zero_shot_candidates(space, k, current)
 
         def ntk_inputs(c: UnfreezeConfig) -> tuple[torch.Tensor, ...]:
-            x_t, t, y, s, _ = probe_batch(c.resolution, 0, cfg.ntk_samples)
-            return (x_t, t, y) + ((s,) if s is not None else ())
+            return probe_batch(c.resolution, 0, cfg.ntk_samples)[:-1]
 
         def zico_batches(c: UnfreezeConfig) -> list[tuple[torch.Tensor, ...]]:
             bs = cfg.batch_size
@@ -509,8 +469,7 @@ def _finetune(
 
         model.eval()
         winner, rows, _ = search_zero_shot(
-            model, candidates, configure, forward=lambda m, *a: m(*a),
-            loss_fn=lambda m, b: nn.functional.mse_loss(m(b[0], b[1], b[2], b[3]), b[4]),
+            model, candidates, configure, forward=task.output, loss_fn=task.probe_loss,
             ntk_inputs=ntk_inputs, zico_batches=zico_batches, time_step=time_step, weights=cfg.weights(), seed=cfg.seed,
         )  # fmt: skip
         model.train()
@@ -721,8 +680,10 @@ def _finetune(
             for _ in bar:
                 losses.append(train_step(chosen))
                 emit({"event": "step", "step": step - 1, "stage": k, "loss": losses[-1]})
-                if step % 50 == 0:
-                    bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+                if step % 50 == 0 and show:
+                    rate = bar.format_dict.get("rate") or 0.0  # steps/s, tqdm's smoothed estimate
+                    bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}",
+                                    img_s=f"{rate * cfg.batch_size * ctx.world_size:.0f}")  # fmt: skip
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < bounds[k + 1]:
                     save_state(k, "train", t_stage, start, chosen=chosen, trainable=trainable, losses=losses)
             stage_time = time.perf_counter() - t_stage
@@ -745,26 +706,25 @@ def _finetune(
     train_flops = int(ctx.all_reduce_sum([float(train_flops)])[0])
     schedule = UnfreezeSchedule.from_list(stages_done)
 
-    # Evaluation (rank 0): FID of the EMA (or online) model's samples at full resolution, final stage's id.
+    # Evaluation (rank 0): the task's metric (FID of samples, top-1) of the EMA (or online) model at
+    # full resolution, with the final stage's identifier.
     final = ema.module if ema is not None else model
-    result_fid, samples = None, None
+    evaluation: dict[str, Any] = {task.metric: None}
     if ctx.is_main:
-        result_fid, samples = evaluate_fid(final, cfg, diffusion, train_set.info.num_classes, full_res, channels,
-                                           stage_id=(num_stages - 1) if cfg.use_sid else None, device=device, log=log)  # fmt: skip
-        if samples is not None:
-            save_grid(samples[:100], out / "samples.png")
-        if cfg.method not in ("lora",):
-            final.save(out / "model")  # type: ignore[operator]
+        evaluation = task.evaluate(final, out, (num_stages - 1) if use_sid else None, log)
+        task.save(final, out / "model")
     full_flops = flops_of(space.full, everything=True) * cfg.steps * cfg.batch_size * ctx.world_size
     summary: dict[str, Any] = {
         "method": cfg.method,
-        "sid": cfg.use_sid,
+        "sid": use_sid,
         "model": cfg.model,
         "source": str(model_dir),
         "data": cfg.data,
         "steps": cfg.steps,
-        "fid": result_fid,
-        "fid_samples": cfg.fid_samples,
+        "task": type(task).__name__,
+        "metric": task.metric,
+        **evaluation,
+        "lr": base_lr,
         "wall_clock_s": wall_clock,
         "train_flops": train_flops,
         "full_flops": full_flops,
@@ -789,81 +749,13 @@ def _finetune(
     }
     if ctx.is_main:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    fid_text = "-" if result_fid is None else f"{result_fid:.2f}"
+    value = evaluation.get(task.metric)
+    metric_text = "-" if value is None else f"{value:.2f}"
     log(
-        f"  done: FID {fid_text} | {wall_clock:.1f}s | FLOPs {summary['flops_ratio']:.3f} of full | {out}/summary.json"
+        f"  done: {task.metric.upper() if task.metric == 'fid' else task.metric} {metric_text} | {wall_clock:.1f}s | FLOPs {summary['flops_ratio']:.3f} of full "
+        f"| {out}/summary.json"
     )
     return summary
 
 
-def evaluate_fid(
-    model: nn.Module,
-    cfg: FinetuneConfig,
-    diffusion: GaussianDiffusion,
-    num_classes: int,
-    resolution: int,
-    channels: int,
-    *,
-    stage_id: int | None,
-    device: torch.device,
-    log: Callable[[str], None] = _print,
-) -> tuple[float | None, torch.Tensor | None]:
-    """FID of ``cfg.fid_samples`` class-balanced DDIM samples against the data's training images."""
-    if cfg.fid_samples == 0:
-        return None, None
-    from autoprog.eval.fid import fid, reference_statistics
-
-    g = torch.Generator().manual_seed(cfg.seed + 12345)
-    labels = torch.arange(cfg.fid_samples) % num_classes
-    samples = []
-    for lo in range(0, cfg.fid_samples, 100):
-        samples.append(
-            to_uint8(
-                diffusion.sample(
-                    model,
-                    labels[lo : lo + 100],
-                    channels=channels,
-                    resolution=resolution,
-                    null_label=model.null_class,  # type: ignore[attr-defined]
-                    stage_id=stage_id,
-                    null_stage=getattr(model, "null_stage", None),
-                    steps=cfg.sample_steps,
-                    guidance=cfg.guidance,
-                    generator=g,
-                    device=device,
-                )
-            ).cpu()  # fmt: skip
-        )
-    images = torch.cat(samples)
-    t0 = time.perf_counter()
-    ref = reference_statistics(cfg.data, "train", cfg.fid_reference, data_dir=cfg.data_dir, device=device)
-    value = fid(images, ref, device=device)
-    log(
-        f"  FID {value:.2f} ({len(images)} samples vs {cfg.fid_reference} {cfg.data} training images, {time.perf_counter() - t0:.0f}s)"
-    )
-    return value, images
-
-
-def save_grid(images: torch.Tensor, path: Path, nrow: int = 10) -> None:
-    """A PNG grid of uint8 images (N, C, H, W)."""
-    from PIL import Image
-
-    n, c, h, w = images.shape
-    rows = math.ceil(n / nrow)
-    grid = torch.zeros(c, rows * h, nrow * w, dtype=torch.uint8)
-    for i in range(n):
-        r, q = divmod(i, nrow)
-        grid[:, r * h : (r + 1) * h, q * w : (q + 1) * w] = images[i]
-    arr = grid[0].numpy() if c == 1 else grid.permute(1, 2, 0).numpy()
-    Image.fromarray(arr).save(path)
-
-
-__all__ = [
-    "NonFiniteLoss",
-    "apply_method_parameters",
-    "evaluate_fid",
-    "finetune",
-    "load_resume_state",
-    "make_condition",
-    "save_grid",
-]
+__all__ = ["NonFiniteLoss", "finetune", "load_resume_state", "make_condition"]

@@ -33,8 +33,8 @@ from autoprog.checkpoint import (
     save_checkpoint,
     set_global_rng_states,
 )
-from autoprog.controller import EpochSpec, Event, GrowthController, create_plan
-from autoprog.data import class_balanced_subset, load_dataset
+from autoprog.controller import EpochSpec, Event, GrowthController, ZeroShotProbe, create_plan
+from autoprog.data import SubsetDataset, class_balanced_subset, load_dataset
 from autoprog.data.augment import RandAugmentDataset
 from autoprog.distributed import DistContext, RankLog, init_distributed, shutdown_distributed
 from autoprog.errors import AutoprogError, ConfigError, NonFiniteLoss
@@ -317,6 +317,25 @@ def _pretrain(
             p.grad = None
         return t
 
+    probe = None
+    if cfg.method == "autoprog-zero":
+        # AutoProg-Zero's probe (Sec. 4.2.2): training images drawn at random (seeded), without
+        # augmentation, the same on every process; every candidate sees them at its resolution.
+        size = max(1, min(cfg.batch_size, len(train_set) // cfg.zico_batches))
+        picked = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(cfg.seed))
+        probe_src = BatchSource(
+            SubsetDataset(train_set, picked[: size * cfg.zico_batches].tolist()),
+            size,
+            shuffle=False,
+            drop_last=True,
+        )
+        probe = ZeroShotProbe(
+            [(prep(x.to(device)), y.to(device)) for x, y in probe_src.epoch(0, adapter.full.resolution)],
+            ntk_samples=cfg.ntk_samples,
+            weights=cfg.weights(),
+            seed=cfg.seed,
+        )
+
     ctl = GrowthController(
         adapter,
         plan,
@@ -336,6 +355,7 @@ def _pretrain(
         device=device,
         broadcast=ctx.broadcast,
         runtime_fn=(lambda c: float(flops(c))) if cfg.search_runtime == "flops" else None,
+        probe=probe,
     )
     wrapped: tuple[int, nn.Module] | None = None  # (the controller's version it was wrapped at, the module)
 
@@ -494,6 +514,10 @@ def _pretrain(
             if event.kind == "supernet":
                 log(f"  stage {k}: supernet over {len(event.detail['candidates'])} candidates for "
                     f"{event.detail['epochs']} epoch(s)" + ("" if cfg.recycle else " (not recycled)"))  # fmt: skip
+            elif event.kind == "search":  # AutoProg-Zero: chosen at the stage's start, without training
+                _log_search(event, log)
+                emit({"event": "search", **event.detail})
+                t_stage -= event.detail["search_time_s"]  # the search is part of the stage's training time
         if spec.first_of_stage and not spec.supernet and k > 0:
             log(
                 f"  stage {k}: depth {spec.config.depth}, resolution {spec.config.resolution} ({operator.name})"
@@ -501,6 +525,8 @@ def _pretrain(
         if spec.first_of_stage and not spec.supernet:
             emit({"event": "stage", "stage": k, "epoch": spec.epoch, "step": step, "resolution": spec.config.resolution,
                   "depth": spec.config.depth, "params": count_params(ctl.model)})  # fmt: skip
+        if any(event.kind == "search" for event in spec.events):  # a decision: checkpoint it
+            save_state(True, 0, [])
         if mid is not None:
             loss, dt = run_epoch(spec, mid["batches_done"], mid["epoch_losses"])
         else:
@@ -655,6 +681,16 @@ def _load_resume_state(out: Path, cfg: PretrainConfig, log: Callable[[str], None
 
 def _log_search(event: Event, log: Callable[[str], None]) -> None:
     r = event.detail
+    if r.get("search") == "zero-shot":  # AutoProg-Zero: proxies, runtime term, rank sum (Eq. 19)
+        table = ", ".join(
+            f"{c['resolution']}px d{c['depth']}: log-NTK {c['log_ntk']:.2f} ZiCo {c['zico']:.1f} "
+            f"T {c['time']:.3g} ranks {c['total']:g}"
+            for c in r["candidates"]
+        )
+        log(
+            f"  stage {event.stage}: chose {event.config.resolution}px d{event.config.depth} zero-shot from {table}"
+        )
+        return
     table = ", ".join(
         f"{c['resolution']}px d{c['depth']}: L {c['loss']:.3f} T {1000 * c['runtime_s']:.0f}ms"
         for c in r["candidates"]

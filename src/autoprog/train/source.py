@@ -4,6 +4,8 @@
 in pixel space on Fashion-MNIST with a versioned recipe, and caches it as a diffusers folder under
 ``$AUTOPROG_CACHE`` (default ``~/.cache/autoprog``) ``/sources/<name>-v<version>-<hash>/``. Fine-tuning
 then loads it with ``from_pretrained(folder)``, exactly as a user loads ``facebook/DiT-XL-2-256``.
+The ``t2i-*`` sources (recipe ``"kind": "text-to-image"``) are Stable Diffusion stand-ins: a pipeline
+folder with a text-conditional UNet, a CLIP text encoder and its tokenizer, trained on captions.
 """
 
 from __future__ import annotations
@@ -32,6 +34,20 @@ SOURCE_RECIPES: dict[str, dict[str, Any]] = {
     "dit-tiny": {
         "version": 1, "data": "fashion-mnist", "hidden": 32, "heads": 2, "depth": 4, "patch_size": 4,
         "steps": 4, "batch_size": 8, "lr": 3e-4, "ema_decay": 0.0, "cfg_dropout": 0.1, "seed": 0,
+    },
+    # Text-to-image stand-ins for Stable Diffusion (paper Sec. 5.3.2): a UNet2DConditionModel in pixel
+    # space and a CLIPTextModel with a word-level tokenizer, trained together on captions "a [class]".
+    "t2i-fmnist": {
+        "kind": "text-to-image", "version": 1, "data": "fashion-mnist", "block_out_channels": [32, 64],
+        "heads": 4, "layers_per_block": 1, "text_hidden": 64, "text_layers": 2, "text_heads": 2,
+        "max_tokens": 16, "steps": 1500, "batch_size": 64, "lr": 3e-4, "ema_decay": 0.999, "cfg_dropout": 0.1,
+        "seed": 0,
+    },
+    "t2i-tiny": {
+        "kind": "text-to-image", "version": 1, "data": "fashion-mnist", "block_out_channels": [16, 32],
+        "heads": 2, "layers_per_block": 1, "text_hidden": 32, "text_layers": 1, "text_heads": 2,
+        "max_tokens": 16, "steps": 4, "batch_size": 8, "lr": 3e-4, "ema_decay": 0.0, "cfg_dropout": 0.1,
+        "seed": 0,
     },
 }  # fmt: skip
 
@@ -82,6 +98,8 @@ def make_source(
     folder = Path(out) if out is not None else source_dir(name)
     if (folder / "recipe.json").is_file() and not overwrite:
         return folder
+    if r.get("kind") == "text-to-image":
+        return _make_text_to_image_source(name, r, folder, data_dir=data_dir, log=log)
     data = load_dataset(r["data"], "train", data_dir=data_dir)
     images, targets = data.images, data.targets  # type: ignore[attr-defined]
     info = data.info
@@ -121,6 +139,96 @@ def make_source(
     (ema.module if ema is not None else model).save(tmp)  # type: ignore[operator]
     (tmp / "recipe.json").write_text(json.dumps({"name": name, **r, "final_loss": sum(losses[-50:]) / len(losses[-50:]),
                                                  "train_seconds": time.perf_counter() - t0, "classes": list(info.classes)}, indent=2))  # fmt: skip
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+    log(f"  source saved to {folder}")
+    return folder
+
+
+def _make_text_to_image_source(
+    name: str, r: dict[str, Any], folder: Path, *, data_dir: str | None, log: Callable[[str], None]
+) -> Path:
+    """Pre-train a text-to-image stand-in and save it as a pipeline folder (``unet/``,
+    ``text_encoder/``, ``tokenizer/``, ``scheduler/``, ``model_index.json``).
+
+    The tokenizer's vocabulary covers the captions of Fashion-MNIST, MNIST and CIFAR-10 (``"a
+    [class]"``), the SID tokens and DreamBooth's identifier (:func:`autoprog.data.captions.stand_in_words`);
+    the UNet and the text encoder learn together from the training data's captions, each dropped to
+    the empty caption with probability ``cfg_dropout`` (classifier-free guidance).
+    """
+    from diffusers import DDPMScheduler
+
+    from autoprog.adapters.diffusers_unet import (
+        DEFAULT_SCHEDULER,
+        TextConditionedUNet,
+        TextToImagePipeline,
+        build_stand_in_tokenizer,
+        create_text_encoder,
+        create_unet,
+        save_text_to_image_pipeline,
+    )
+    from autoprog.data import load_dataset
+    from autoprog.data.captions import caption, stand_in_words
+    from autoprog.data.datasets import CIFAR10_CLASSES, FASHION_MNIST_CLASSES
+    from autoprog.ema import ModelEma
+    from autoprog.tasks.text_to_image import caption_ids, denoising_loss
+    from autoprog.train.diffusion import from_uint8
+
+    data = load_dataset(r["data"], "train", data_dir=data_dir)
+    images, targets = data.images, data.targets  # type: ignore[attr-defined]
+    info = data.info
+    torch.manual_seed(r["seed"])
+    g = torch.Generator().manual_seed(r["seed"])
+    digits = [str(d) for d in range(10)]
+    words = stand_in_words([FASHION_MNIST_CLASSES, digits, CIFAR10_CLASSES, info.classes])
+    tokenizer = build_stand_in_tokenizer(words, r["max_tokens"])
+    unet = create_unet(
+        in_channels=info.in_chans, sample_size=info.image_size, block_out_channels=r["block_out_channels"],
+        cross_attention_dim=r["text_hidden"], heads=r["heads"], layers_per_block=r["layers_per_block"],
+    )  # fmt: skip
+    text_encoder = create_text_encoder(
+        tokenizer, hidden=r["text_hidden"], layers=r["text_layers"], heads=r["text_heads"]
+    )
+    model = TextConditionedUNet(unet, text_encoder, train_text_encoder=True)
+    scheduler = DDPMScheduler.from_config(DEFAULT_SCHEDULER)
+    ema = ModelEma(model, r["ema_decay"]) if r["ema_decay"] > 0 else None
+    opt = torch.optim.AdamW(model.parameters(), lr=r["lr"], weight_decay=0.0)
+    # Captions "a [class]" of every class, then the empty caption (index = number of classes).
+    class_ids = caption_ids(tokenizer, [caption(c, None) for c in info.classes] + [""])
+    null = len(info.classes)
+    log(
+        f"autoprog source {name}: UNet {tuple(r['block_out_channels'])} + CLIP text encoder "
+        f"{r['text_layers']}x{r['text_hidden']} on {r['data']} captions, {r['steps']} steps"
+    )
+    t0, losses = time.perf_counter(), []
+    model.train()
+    for step in range(r["steps"]):
+        idx = torch.randint(0, len(images), (r["batch_size"],), generator=g)
+        x0, y = from_uint8(images[idx]), targets[idx].clone()
+        y[torch.rand(len(y), generator=g) < r["cfg_dropout"]] = null
+        loss = denoising_loss(model, x0, class_ids[y], scheduler, g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if ema is not None:
+            ema.update(model, decay=min(r["ema_decay"], (1 + step) / (10 + step)))
+        losses.append(loss.item())
+        if (step + 1) % max(1, r["steps"] // 10) == 0:
+            log(
+                f"  step {step + 1}/{r['steps']} loss {sum(losses[-50:]) / len(losses[-50:]):.4f} ({time.perf_counter() - t0:.0f}s)"
+            )
+    final = ema.module if ema is not None else model
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    pipe = TextToImagePipeline(
+        final.unet, final.encoder, tokenizer, None, dict(DEFAULT_SCHEDULER), {"source": name}
+    )
+    save_text_to_image_pipeline(pipe, tmp)
+    (tmp / "recipe.json").write_text(json.dumps({"name": name, **r, "final_loss": sum(losses[-50:]) / len(losses[-50:]),
+                                                 "train_seconds": time.perf_counter() - t0, "classes": list(info.classes),
+                                                 "vocabulary": words}, indent=2))  # fmt: skip
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)

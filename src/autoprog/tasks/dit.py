@@ -1,0 +1,247 @@
+"""Class-conditional DiT fine-tuning as a :class:`~autoprog.tasks.base.FinetuneTask` (paper Sec. 4, 5.3.1).
+
+The source is a diffusers ``DiTTransformer2DModel`` folder (:class:`~autoprog.adapters.diffusers_dit.DiTDenoiser`);
+the objective is epsilon-MSE on the DDPM process with classifier-free guidance trained by label
+dropout; the Unique Stage Identifier is a learnable stage embedding added to the class embedding
+(Sec. 4.1.2), dropped to a null id independently of the label; the evaluation is the FID of
+class-balanced DDIM samples of the EMA model, conditioned on the last stage's identifier.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from autoprog.adapters.base import resize_input
+from autoprog.adapters.diffusers_dit import DiTDenoiser, add_difffit_scales, add_lora
+from autoprog.data.datasets import DatasetInfo
+from autoprog.errors import ConfigError
+from autoprog.train.diffusion import Condition, GaussianDiffusion, from_uint8, to_uint8
+
+if TYPE_CHECKING:
+    from autoprog.train.config import FinetuneConfig
+
+
+def make_condition(
+    labels: Tensor,
+    stage_id: int | None,
+    null_class: int,
+    null_stage: int,
+    cfg_dropout: float,
+    sid_dropout: float,
+    generator: torch.Generator,
+    device: torch.device | str = "cpu",
+) -> Condition:
+    """The training condition of a batch (Sec. 4.1.2): each sample's label is dropped to the null
+    class with probability ``cfg_dropout`` (classifier-free guidance), and, with SID, its stage id is
+    the current stage's, dropped independently to the null id with probability ``sid_dropout``."""
+    y = labels.clone()
+    y[torch.rand(len(y), generator=generator) < cfg_dropout] = null_class
+    s = None
+    if stage_id is not None:
+        s = torch.full_like(y, stage_id)
+        s[torch.rand(len(y), generator=generator) < sid_dropout] = null_stage
+        s = s.to(device)
+    return Condition(y.to(device), s)
+
+
+def dit_method_parameters(model: DiTDenoiser, method: str, lora_rank: int) -> Callable[[str], bool] | None:
+    """Set up a parameter-efficient baseline; returns the predicate of its learnable parameters
+    (``None`` for the methods that learn whole blocks). Class embedders always learn: the target
+    data's classes are new."""
+    if method == "bitfit":
+        return lambda n: n.endswith(".bias") or "class_embedder" in n or n.startswith("stage_embedding")
+    if method == "difffit":
+        add_difffit_scales(model)
+        return lambda n: n.endswith(".bias") or "difffit_gamma" in n or "class_embedder" in n
+    if method == "lora":
+        add_lora(model, rank=lora_rank)
+        return lambda n: "lora_" in n or "class_embedder" in n
+    return None
+
+
+class DiTTask:
+    """Fine-tuning a class-conditional diffusers DiT (pixel space) with optional stage embedding.
+
+    Args:
+        model_dir: a diffusers DiT folder (``save_pretrained``), not one fine-tuned with SID.
+        cfg: the run's configuration (CFG / SID dropout, FID settings, data for the reference).
+        num_stages: stages of the run (the stage embedding's size when SID is on).
+        device: where the model and the probe tensors live.
+    """
+
+    metric = "fid"
+    default_lr = 1e-4
+    stage_identifiers = True
+
+    def __init__(
+        self, model_dir: Path, cfg: FinetuneConfig, *, num_stages: int, device: torch.device
+    ) -> None:
+        base = DiTDenoiser.load(model_dir)
+        if base.stage_embedding is not None:
+            raise ConfigError(
+                f"{model_dir} is a fine-tuned model with stage identifiers; start from its source"
+            )
+        self.cfg = cfg
+        self.device = device
+        self.model = DiTDenoiser(base.transformer, num_stages if cfg.use_sid else None)
+        self.full_resolution = base.sample_size
+        self.channels = base.in_channels
+        self.patch_size = self.model.patch_size
+        self.block_paths = self.model.block_paths()
+        self.diffusion = GaussianDiffusion()
+        self.num_classes = self.model.num_classes
+
+    def bind_data(self, info: DatasetInfo) -> None:
+        if info.num_classes > self.model.num_classes:
+            raise ConfigError(
+                f"{info.name} has {info.num_classes} classes but the source's class embedder has {self.model.num_classes}"
+            )
+        self.num_classes = info.num_classes
+
+    def always_learnable(self, name: str) -> bool:
+        return self.model.always_learnable(name)
+
+    def method_parameters(self, method: str, lora_rank: int) -> Callable[[str], bool] | None:
+        return dit_method_parameters(self.model, method, lora_rank)
+
+    def _pixels(self, images: Tensor, resolution: int) -> Tensor:
+        """uint8 images -> [-1, 1] floats on the device, at ``resolution``."""
+        x0 = from_uint8(images).to(self.device)
+        return resize_input(x0, resolution) if x0.shape[-1] != resolution else x0
+
+    def loss(
+        self,
+        net: nn.Module,
+        images: Tensor,
+        labels: Tensor,
+        resolution: int,
+        stage_id: int | None,
+        generator: torch.Generator,
+    ) -> Tensor:
+        x0 = self._pixels(images, resolution)
+        cond = make_condition(
+            labels, stage_id, self.model.null_class, self.model.null_stage, self.cfg.cfg_dropout,
+            self.cfg.sid_dropout, generator, self.device,
+        )  # fmt: skip
+        return self.diffusion.loss(net, x0, cond, generator=generator)
+
+    def probe(
+        self, images: Tensor, labels: Tensor, resolution: int, stage_id: int | None, seed: int
+    ) -> tuple[Tensor, ...]:
+        """``(x_t, t, labels[, stage_ids], noise)``: noised probe images and their noise."""
+        x0 = self._pixels(images, resolution)
+        x_t, t, noise = self.diffusion.noised(x0, torch.Generator().manual_seed(seed))
+        y = labels.to(self.device)
+        s = (torch.full_like(y, stage_id),) if stage_id is not None else ()
+        return (x_t, t.to(self.device), y, *s, noise)
+
+    def output(self, model: nn.Module, *inputs: Tensor) -> Tensor:
+        return model(*inputs)
+
+    def probe_loss(self, model: nn.Module, probe: tuple[Tensor, ...]) -> Tensor:
+        return nn.functional.mse_loss(model(*probe[:-1]), probe[-1])
+
+    def evaluate(
+        self, model: nn.Module, out: Path, stage_id: int | None, log: Callable[[str], None]
+    ) -> dict[str, Any]:
+        """FID of ``cfg.fid_samples`` class-balanced DDIM samples against the data's training
+        images; the first 100 samples are saved as ``samples.png``."""
+        value, images = evaluate_fid(
+            model, self.cfg, self.diffusion, self.num_classes, self.full_resolution, self.channels,
+            stage_id=stage_id, device=self.device, log=log,
+        )  # fmt: skip
+        if images is not None:
+            save_grid(images[:100], out / "samples.png")
+        return {"fid": value, "fid_samples": self.cfg.fid_samples}
+
+    def save(self, model: nn.Module, path: Path) -> None:
+        if self.cfg.method == "lora":  # peft-wrapped layers: not a plain diffusers folder
+            return
+        model.save(path)  # type: ignore[operator]
+
+
+def create_dit_task(
+    model_dir: Path, cfg: FinetuneConfig, *, num_stages: int, device: torch.device
+) -> DiTTask:
+    """The fine-tuning task of a diffusers DiT folder (see :class:`DiTTask`)."""
+    return DiTTask(model_dir, cfg, num_stages=num_stages, device=device)
+
+
+def evaluate_fid(
+    model: nn.Module,
+    cfg: FinetuneConfig,
+    diffusion: GaussianDiffusion,
+    num_classes: int,
+    resolution: int,
+    channels: int,
+    *,
+    stage_id: int | None,
+    device: torch.device,
+    log: Callable[[str], None] = print,
+) -> tuple[float | None, Tensor | None]:
+    """FID of ``cfg.fid_samples`` class-balanced DDIM samples against the data's training images."""
+    if cfg.fid_samples == 0:
+        return None, None
+    from autoprog.eval.fid import fid, reference_statistics
+
+    g = torch.Generator().manual_seed(cfg.seed + 12345)
+    labels = torch.arange(cfg.fid_samples) % num_classes
+    samples = []
+    for lo in range(0, cfg.fid_samples, 100):
+        samples.append(
+            to_uint8(
+                diffusion.sample(
+                    model,
+                    labels[lo : lo + 100],
+                    channels=channels,
+                    resolution=resolution,
+                    null_label=model.null_class,  # type: ignore[attr-defined]
+                    stage_id=stage_id,
+                    null_stage=getattr(model, "null_stage", None),
+                    steps=cfg.sample_steps,
+                    guidance=cfg.guidance,
+                    generator=g,
+                    device=device,
+                )
+            ).cpu()  # fmt: skip
+        )
+    images = torch.cat(samples)
+    t0 = time.perf_counter()
+    ref = reference_statistics(cfg.data, "train", cfg.fid_reference, data_dir=cfg.data_dir, device=device)
+    value = fid(images, ref, device=device)
+    log(
+        f"  FID {value:.2f} ({len(images)} samples vs {cfg.fid_reference} {cfg.data} training images, {time.perf_counter() - t0:.0f}s)"
+    )
+    return value, images
+
+
+def save_grid(images: Tensor, path: Path, nrow: int = 10) -> None:
+    """A PNG grid of uint8 images (N, C, H, W)."""
+    import math
+
+    from PIL import Image
+
+    n, c, h, w = images.shape
+    rows = math.ceil(n / nrow)
+    grid = torch.zeros(c, rows * h, nrow * w, dtype=torch.uint8)
+    for i in range(n):
+        r, q = divmod(i, nrow)
+        grid[:, r * h : (r + 1) * h, q * w : (q + 1) * w] = images[i]
+    arr = grid[0].numpy() if c == 1 else grid.permute(1, 2, 0).numpy()
+    Image.fromarray(arr).save(path)
+
+
+__all__ = [
+    "DiTTask",
+    "create_dit_task",
+    "dit_method_parameters",
+    "evaluate_fid",
+    "make_condition",
+    "save_grid",
+]
