@@ -18,4 +18,4 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 # torch 2.14.1 / torchvision 0.29.1 come from this machine's local package index (pip config).
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,diffusion,lightning]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,diffusion,lightning,tensorboard]"

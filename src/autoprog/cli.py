@@ -201,6 +201,13 @@ def _add_train_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -> N
         default="auto",
         help="progress bars (auto: on a terminal)",
     )
+    p.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        default=None,
+        help="also log losses, validation, stages and searches as TensorBoard scalars in DIR "
+        "(needs: pip install 'autoprog[tensorboard]')",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -209,7 +216,9 @@ def _add_finetune_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -
     p.add_argument(
         "--model",
         default=d.model,
-        help="diffusers DiT folder, or a built-in source made on first use (default: %(default)s)",
+        help="source: a diffusers DiT folder, a text-to-image pipeline folder (unet/ + text_encoder/), an "
+        "`autoprog pretrain` run folder (a ViT classifier), or a built-in source made on first use "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--data",
@@ -297,6 +306,13 @@ def _add_finetune_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -
         choices=("auto", "on", "off"),
         default="auto",
         help="progress bars (auto: on a terminal)",
+    )
+    p.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        default=None,
+        help="also log losses, validation, stages and searches as TensorBoard scalars in DIR "
+        "(needs: pip install 'autoprog[tensorboard]')",
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     t2i = p.add_argument_group("text-to-image sources (a pipeline with unet/ + text_encoder/)")

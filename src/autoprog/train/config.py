@@ -77,6 +77,7 @@ class PretrainConfig:
     device: str | None = None
     threads: int | None = None
     progress: bool | None = None
+    tensorboard: str | None = None
     eval_ema: bool = False
     search_runtime: str = "measured"
     ntk_samples: int = 8
@@ -160,6 +161,10 @@ class PretrainConfig:
             _check_randaug(self.randaug)
         _check_seed(self.seed)
         _check_device(self.device)
+        if self.tensorboard:
+            from autoprog.tensorboard import require_tensorboard
+
+            require_tensorboard()
         if self.schedule_file is not None:
             check_schedule_file(self.schedule_file, self.epochs)
 
@@ -253,6 +258,7 @@ class FinetuneConfig:
     device: str | None = None
     threads: int | None = None
     progress: bool | None = None
+    tensorboard: str | None = None
     # Text-to-image sources only (autoprog.tasks.text_to_image; paper Sec. 5.3.2-5.3.3). DreamBooth
     # mode is on when ``instance_prompt`` is set ("a sks dog"); ``class_noun`` defaults to the data's
     # single class name; CLIP-T / DINO are computed when their model folders are given.
@@ -272,19 +278,8 @@ class FinetuneConfig:
         return True if self.sid is None else self.sid
 
     def weights(self) -> dict[str, float]:
-        """``vote_weights`` parsed: ``"time=1,ntk=0.5,zico=0.5"`` -> dict."""
-        out: dict[str, float] = {}
-        for part in self.vote_weights.split(","):
-            key, _, value = part.partition("=")
-            try:
-                out[key.strip()] = float(value)
-            except ValueError:
-                raise ConfigError(f"--vote-weights: bad entry {part!r} (want key=number)") from None
-            if not math.isfinite(out[key.strip()]):
-                raise ConfigError(f"--vote-weights: {part!r} is not a finite number")
-        if set(out) - {"time", "ntk", "zico"} or "time" not in out:
-            raise ConfigError(f"--vote-weights keys are time, ntk, zico (time required), got {sorted(out)}")
-        return out
+        """``vote_weights`` parsed: ``"time=1,ntk=0.5,zico=0.5"`` -> dict (:func:`parse_vote_weights`)."""
+        return parse_vote_weights(self.vote_weights)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` (one line: the option, the value, what is valid) on the first bad field."""
@@ -339,6 +334,10 @@ class FinetuneConfig:
         if self.threads is not None:
             _at_least("threads", self.threads, 1)
         _check_device(self.device)
+        if self.tensorboard:
+            from autoprog.tensorboard import require_tensorboard
+
+            require_tensorboard()
         self.weights()
         self._check_text_to_image()
 

@@ -38,10 +38,8 @@ from autoprog.checkpoint import (
     global_rng_states,
     load_latest_checkpoint,
     previous_path,
-    random_state,
     save_checkpoint,
     set_global_rng_states,
-    set_random_state,
 )
 from autoprog.data import load_dataset
 from autoprog.distributed import DistContext, RankLog, init_distributed, shutdown_distributed
@@ -63,6 +61,7 @@ from autoprog.train.pretrain import (
     _print,
     environment,
     mixed_precision_dtype,
+    open_tensorboard,
 )
 from autoprog.train.source import resolve_model
 from autoprog.unfreeze import (
@@ -327,11 +326,14 @@ def _finetune(
             log_file.seek(saved["log_offset"])
             log_file.truncate()
     rank_log = RankLog(out, ctx)
+    tb = open_tensorboard(cfg.tensorboard) if ctx.is_main else None
 
     def emit(record: dict[str, Any]) -> None:
         if log_file is not None:
             log_file.write(json.dumps(record) + "\n")
             log_file.flush()  # a kill loses no record; a resumed run truncates to the checkpoint's offset
+        if tb is not None:
+            tb.write(record)
         if record["event"] in ("stage", "search"):
             rank_log.write(record, model)
 
@@ -495,7 +497,6 @@ def _finetune(
         ``saved_search`` is such a state to continue from."""
         t0 = time.perf_counter() - (saved_search["elapsed_s"] if saved_search is not None else 0.0)
         candidates = zero_shot_candidates(space, k, current)
-        rng = random.Random(cfg.seed * 1_000_003 + k)
         if saved_search is None:
             n_steps, done = max(len(candidates), int(cfg.search_fraction * (end_step - step))), 0
             losses: dict[UnfreezeConfig, list[float]] = {c: [] for c in candidates}
@@ -506,29 +507,39 @@ def _finetune(
                 )
             n_steps, done = saved_search["n_steps"], saved_search["done"]
             losses = {c: list(v) for c, v in zip(candidates, saved_search["losses"], strict=True)}
-            set_random_state(saved_search["rng"], rng)
         widest = max(candidates, key=lambda c: c.level)
         configure(widest)
         rebuild(
             supernet=len({c.level for c in candidates}) > 1
         )  # the optimizer covers every candidate's parameters; frozen ones get no grad
+        def candidate_at(i: int) -> UnfreezeConfig:
+            """Shuffled rounds: each candidate trains once in every ``len(candidates)`` steps, so
+            every one is scored (a random choice per step could leave one untrained)."""
+            r, j = divmod(i, len(candidates))
+            order = list(range(len(candidates)))
+            random.Random(cfg.seed * 1_000_003 + k * 7919 + r).shuffle(order)
+            return candidates[order[j]]
+
         for i in range(done, n_steps):
-            c = rng.choice(candidates)
+            c = candidate_at(i)
             configure(c)
             losses[c].append(train_step(c, data_resolution=max(x.resolution for x in candidates)))
             emit({"event": "step", "step": step - 1, "stage": k, "loss": losses[c][-1], "supernet": True,
                   "resolution": c.resolution, "level": c.level})  # fmt: skip
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                 checkpoint({"candidates": [[c.resolution, c.level] for c in candidates],
-                            "losses": [losses[c] for c in candidates], "rng": random_state(rng),
-                            "n_steps": n_steps, "done": i + 1, "elapsed_s": time.perf_counter() - t0})  # fmt: skip
+                            "losses": [losses[c] for c in candidates], "n_steps": n_steps, "done": i + 1,
+                            "elapsed_s": time.perf_counter() - t0})  # fmt: skip
         times = []
         for c in candidates:
             configure(c)
             times.append(time_step(c))
         mean_loss = [sum(v) / len(v) if v else math.inf for v in losses.values()]
         mean_loss, times = ctx.broadcast((mean_loss, times))  # rank 0's numbers decide for every process
-        scores = power_law_score(mean_loss, times)
+        scored = [i for i, v in enumerate(mean_loss) if math.isfinite(v)]  # all of them unless diverged
+        scores = [math.inf] * len(candidates)
+        for i, v in zip(scored, power_law_score([mean_loss[i] for i in scored], [times[i] for i in scored]), strict=True):
+            scores[i] = v
         best = min(range(len(candidates)), key=lambda i: (scores[i], times[i]))
         rows = [{"resolution": c.resolution, "level": c.level, "loss": mean_loss[i], "time": times[i], "score": scores[i],
                  "steps": len(losses[c])} for i, c in enumerate(candidates)]  # fmt: skip
@@ -699,6 +710,8 @@ def _finetune(
             save_state(k, "done", t_stage, start, chosen=chosen, trainable=trainable)
     finally:
         rank_log.close()
+        if tb is not None:
+            tb.close()
         if log_file is not None:
             log_file.close()
     wall_clock = time.perf_counter() - t_start

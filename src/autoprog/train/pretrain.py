@@ -179,6 +179,9 @@ RESUME_FREE_FIELDS = frozenset(
         "on_nonfinite",
         "nonfinite_lr_factor",
         "max_rollbacks",
+        "tensorboard",
+        "clip_model",  # finetune: evaluation-only model folders
+        "dino_model",
     }
 )
 
@@ -283,10 +286,13 @@ def _pretrain(
             log_file.seek(saved["loop"]["log_offset"])
             log_file.truncate()
     rank_log = RankLog(out, ctx)
+    tb = open_tensorboard(cfg.tensorboard) if ctx.is_main else None
 
     def emit(record: dict[str, Any]) -> None:
         if log_file is not None:
             log_file.write(json.dumps(record) + "\n")
+        if tb is not None:
+            tb.write(record)
         if record["event"] in ("stage", "search"):
             rank_log.write(record, ctl.model)
 
@@ -582,6 +588,8 @@ def _pretrain(
             save_state(False, 0, [])
     model, ema, searches = ctl.model, ctl.ema, ctl.searches
     rank_log.close()
+    if tb is not None:
+        tb.close()
     if log_file is not None:
         log_file.close()
     schedule = ctl.schedule
@@ -630,6 +638,15 @@ def _pretrain(
         f"  done: top-1 {top1:.2f}% | {train_time:.1f}s | FLOPs {train_flops / full_flops:.3f} of full | {out}/summary.json"
     )
     return summary
+
+
+def open_tensorboard(log_dir: str | None) -> Any:
+    """The run's :class:`~autoprog.tensorboard.TensorBoardLog` (``--tensorboard DIR``), or ``None``."""
+    if not log_dir:
+        return None
+    from autoprog.tensorboard import TensorBoardLog
+
+    return TensorBoardLog(log_dir)
 
 
 def mixed_precision_dtype(setting: str | None, device: torch.device) -> torch.dtype | None:
