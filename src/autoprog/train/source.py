@@ -40,7 +40,7 @@ SOURCE_RECIPES: dict[str, dict[str, Any]] = {
     "t2i-fmnist": {
         "kind": "text-to-image", "version": 1, "data": "fashion-mnist", "block_out_channels": [32, 64],
         "heads": 4, "layers_per_block": 1, "text_hidden": 64, "text_layers": 2, "text_heads": 2,
-        "max_tokens": 16, "steps": 1500, "batch_size": 64, "lr": 3e-4, "ema_decay": 0.999, "cfg_dropout": 0.1,
+        "max_tokens": 16, "steps": 600, "batch_size": 64, "lr": 3e-4, "ema_decay": 0.999, "cfg_dropout": 0.1,
         "seed": 0,
     },
     "t2i-tiny": {
