@@ -90,7 +90,7 @@ def make_source(
     from autoprog.adapters.diffusers_dit import DiTDenoiser, create_dit
     from autoprog.data import load_dataset
     from autoprog.ema import ModelEma
-    from autoprog.train.diffusion import Condition, GaussianDiffusion, from_uint8
+    from autoprog.train.diffusion import Condition, GaussianDiffusion
 
     if name not in SOURCE_RECIPES:
         raise ConfigError(f"unknown source {name!r}; choose from {', '.join(SOURCE_RECIPES)}")
@@ -116,13 +116,39 @@ def make_source(
     log(
         f"autoprog source {name}: DiT depth {r['depth']} width {r['hidden']} on {r['data']}, {r['steps']} steps"
     )
+    final_loss, seconds = _train_source(
+        model, ema, opt, images, targets, r, model.null_class,
+        lambda x0, y: diffusion.loss(model, x0, Condition(y), generator=g), g, log,
+    )  # fmt: skip
+    final = ema.module if ema is not None else model
+    recipe = {"name": name, **r, "final_loss": final_loss, "train_seconds": seconds, "classes": list(info.classes)}
+    return _save_source(folder, final.save, recipe, log)  # type: ignore[arg-type]
+
+
+def _train_source(
+    model: torch.nn.Module,
+    ema: Any,
+    opt: torch.optim.Optimizer,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    r: dict[str, Any],
+    null_label: int,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    g: torch.Generator,
+    log: Callable[[str], None],
+) -> tuple[float, float]:
+    """The recipe's pre-training loop: random batches of ``images`` in [-1, 1], each label dropped
+    to ``null_label`` with probability ``cfg_dropout`` (classifier-free guidance), ``loss_fn(x0, y)``,
+    AdamW, EMA with warm-up. Returns the mean loss of the last 50 steps and the seconds taken."""
+    from autoprog.train.diffusion import from_uint8
+
     t0, losses = time.perf_counter(), []
     model.train()
     for step in range(r["steps"]):
         idx = torch.randint(0, len(images), (r["batch_size"],), generator=g)
         x0, y = from_uint8(images[idx]), targets[idx].clone()
-        y[torch.rand(len(y), generator=g) < r["cfg_dropout"]] = model.null_class
-        loss = diffusion.loss(model, x0, Condition(y), generator=g)
+        y[torch.rand(len(y), generator=g) < r["cfg_dropout"]] = null_label
+        loss = loss_fn(x0, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -133,12 +159,19 @@ def make_source(
             log(
                 f"  step {step + 1}/{r['steps']} loss {sum(losses[-50:]) / len(losses[-50:]):.4f} ({time.perf_counter() - t0:.0f}s)"
             )
+    return sum(losses[-50:]) / len(losses[-50:]), time.perf_counter() - t0
+
+
+def _save_source(
+    folder: Path, save: Callable[[Path], None], recipe: dict[str, Any], log: Callable[[str], None]
+) -> Path:
+    """Write the source with ``save(tmp)`` and ``recipe.json`` into a temporary folder, then move it
+    into place, so an interrupted run never leaves a half-written cache folder."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    (ema.module if ema is not None else model).save(tmp)  # type: ignore[operator]
-    (tmp / "recipe.json").write_text(json.dumps({"name": name, **r, "final_loss": sum(losses[-50:]) / len(losses[-50:]),
-                                                 "train_seconds": time.perf_counter() - t0, "classes": list(info.classes)}, indent=2))  # fmt: skip
+    save(tmp)
+    (tmp / "recipe.json").write_text(json.dumps(recipe, indent=2))
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)
@@ -173,7 +206,6 @@ def _make_text_to_image_source(
     from autoprog.data.datasets import CIFAR10_CLASSES, FASHION_MNIST_CLASSES
     from autoprog.ema import ModelEma
     from autoprog.tasks.text_to_image import caption_ids, denoising_loss
-    from autoprog.train.diffusion import from_uint8
 
     data = load_dataset(r["data"], "train", data_dir=data_dir)
     images, targets = data.images, data.targets  # type: ignore[attr-defined]
@@ -201,36 +233,14 @@ def _make_text_to_image_source(
         f"autoprog source {name}: UNet {tuple(r['block_out_channels'])} + CLIP text encoder "
         f"{r['text_layers']}x{r['text_hidden']} on {r['data']} captions, {r['steps']} steps"
     )
-    t0, losses = time.perf_counter(), []
-    model.train()
-    for step in range(r["steps"]):
-        idx = torch.randint(0, len(images), (r["batch_size"],), generator=g)
-        x0, y = from_uint8(images[idx]), targets[idx].clone()
-        y[torch.rand(len(y), generator=g) < r["cfg_dropout"]] = null
-        loss = denoising_loss(model, x0, class_ids[y], scheduler, g)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if ema is not None:
-            ema.update(model, decay=min(r["ema_decay"], (1 + step) / (10 + step)))
-        losses.append(loss.item())
-        if (step + 1) % max(1, r["steps"] // 10) == 0:
-            log(
-                f"  step {step + 1}/{r['steps']} loss {sum(losses[-50:]) / len(losses[-50:]):.4f} ({time.perf_counter() - t0:.0f}s)"
-            )
+    final_loss, seconds = _train_source(
+        model, ema, opt, images, targets, r, null,
+        lambda x0, y: denoising_loss(model, x0, class_ids[y], scheduler, g), g, log,
+    )  # fmt: skip
     final = ema.module if ema is not None else model
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     pipe = TextToImagePipeline(
         final.unet, final.encoder, tokenizer, None, dict(DEFAULT_SCHEDULER), {"source": name}
     )
-    save_text_to_image_pipeline(pipe, tmp)
-    (tmp / "recipe.json").write_text(json.dumps({"name": name, **r, "final_loss": sum(losses[-50:]) / len(losses[-50:]),
-                                                 "train_seconds": time.perf_counter() - t0, "classes": list(info.classes),
-                                                 "vocabulary": words}, indent=2))  # fmt: skip
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
-    log(f"  source saved to {folder}")
-    return folder
+    recipe = {"name": name, **r, "final_loss": final_loss, "train_seconds": seconds,
+              "classes": list(info.classes), "vocabulary": words}  # fmt: skip
+    return _save_source(folder, lambda tmp: save_text_to_image_pipeline(pipe, tmp), recipe, log)
