@@ -195,6 +195,11 @@ def _add_train_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -> N
         default=d.vote_weights,
         help="autoprog-zero: ranked-voting weights (default: %(default)s)",
     )
+    _add_output_args(p)
+
+
+def _add_output_args(p: argparse.ArgumentParser) -> None:
+    """What both training commands print and log: progress bars, TensorBoard, tracebacks."""
     p.add_argument(
         "--progress",
         choices=("auto", "on", "off"),
@@ -301,20 +306,7 @@ def _add_finetune_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -
     )
     p.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument(
-        "--progress",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="progress bars (auto: on a terminal)",
-    )
-    p.add_argument(
-        "--tensorboard",
-        metavar="DIR",
-        default=None,
-        help="also log losses, validation, stages and searches as TensorBoard scalars in DIR "
-        "(needs: pip install 'autoprog[tensorboard]')",
-    )
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    _add_output_args(p)
     t2i = p.add_argument_group("text-to-image sources (a pipeline with unet/ + text_encoder/)")
     t2i.add_argument(
         "--instance-prompt",
