@@ -50,7 +50,6 @@ from autoprog.memory import peak_memory_bytes, reset_peak_memory
 from autoprog.search.one_shot import measure_step_time, power_law_score
 from autoprog.search.zero_shot import zero_shot_search as search_zero_shot
 from autoprog.tasks import FinetuneTask, create_finetune_task
-from autoprog.tasks.dit import make_condition
 from autoprog.train.config import PROGRESSIVE_FINETUNE_METHODS, FinetuneConfig
 from autoprog.train.loader import BatchSource
 from autoprog.train.optim import build_optimizer, carry_state, state_by_name
@@ -771,4 +770,4 @@ def _finetune(
     return summary
 
 
-__all__ = ["NonFiniteLoss", "finetune", "load_resume_state", "make_condition"]
+__all__ = ["NonFiniteLoss", "finetune", "load_resume_state"]
