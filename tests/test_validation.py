@@ -149,6 +149,7 @@ from autoprog.train.config import (
     FinetuneConfig,
     PretrainConfig,
     check_out_dir,
+    check_same_config,
     check_schedule_file,
 )
 
@@ -415,6 +416,15 @@ def test_check_out_dir_accepts_new_and_unfinished_folders(tmp_path):
     check_out_dir(str(tmp_path / "half"), overwrite=True)
     with pytest.raises(ConfigError, match="--overwrite"):
         check_out_dir(str(tmp_path / "half"))
+
+
+def test_resume_refuses_another_configuration_naming_the_option():
+    saved = {"lr": None, "epochs": 8, "out": "a"}
+    check_same_config(saved, {"lr": None, "epochs": 8, "out": "b", "added_later": 1}, "b")  # free / new fields
+    with pytest.raises(ConfigError, match=r"^--resume: the run in b used --lr \(default\), not 0\.01$"):
+        check_same_config(saved, {"lr": 0.01, "epochs": 8, "out": "b"}, "b")
+    with pytest.raises(ConfigError, match=r"used --epochs 8, not 16$"):
+        check_same_config(saved, {"lr": None, "epochs": 16, "out": "b"}, "b")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")

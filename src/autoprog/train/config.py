@@ -417,6 +417,42 @@ def check_out_dir(out: str, overwrite: bool = False) -> None:
         )
 
 
+#: Options that may differ between a run and its resumption (``out``: the folder may have moved;
+#: ``threads``: allowed, though a different count can change the last bits of the numbers).
+RESUME_FREE_FIELDS = frozenset(
+    {
+        "out",
+        "resume",
+        "checkpoint_every",
+        "progress",
+        "threads",
+        "on_nonfinite",
+        "nonfinite_lr_factor",
+        "max_rollbacks",
+        "tensorboard",
+        "clip_model",  # finetune: evaluation-only model folders
+        "dino_model",
+    }
+)
+
+
+def check_same_config(saved: dict, current: dict, out: str | Path) -> None:
+    """Refuse to resume the run in ``out`` under another configuration than the one it was started with.
+
+    Options in :data:`RESUME_FREE_FIELDS` may differ; an option the saved configuration lacks (added
+    to autoprog after the checkpoint was written) is taken as unchanged.
+
+    Raises:
+        ConfigError: naming the first differing option as on the command line, with both values
+            (``(default)`` for an option left at its default).
+    """
+    for key, value in current.items():
+        if key not in RESUME_FREE_FIELDS and saved.get(key, value) != value:
+            raise ConfigError(
+                f"--resume: the run in {out} used {_flag(key)} {_as_set(saved.get(key))}, not {_as_set(value)}"
+            )
+
+
 def check_schedule_file(path: str, epochs: int) -> None:
     """Check that ``path`` holds a growth schedule (a ``summary.json`` or a bare list) over ``epochs`` epochs.
 
@@ -447,6 +483,11 @@ def check_schedule_file(path: str, epochs: int) -> None:
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def _as_set(value: Any) -> str:
+    """A configuration value as a resume error shows it (``None`` is an option left at its default)."""
+    return "(default)" if value is None else _show(value)
 
 
 def _show(value: Any, limit: int = 60) -> str:

@@ -43,7 +43,7 @@ from autoprog.growth.operators import create_operator
 from autoprog.growth.schedule import GrowthSchedule, GrowthSpace, SubnetConfig
 from autoprog.memory import peak_memory_bytes, reset_peak_memory
 from autoprog.search.one_shot import measure_step_time
-from autoprog.train.config import PretrainConfig
+from autoprog.train.config import PretrainConfig, check_same_config
 from autoprog.train.loader import BatchSource
 from autoprog.train.optim import build_optimizer, cosine_lr, set_lr
 from autoprog.train.regularization import StageRegularization, adaptive_regularization, set_drop_path
@@ -165,25 +165,6 @@ def _append_log(out: str, ctx: DistContext, record: dict[str, Any]) -> None:
     if ctx.is_main:
         with (Path(out) / "log.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")
-
-
-#: Options that may differ between a run and its resumption (``out``: the folder may have moved;
-#: ``threads``: allowed, though a different count can change the last bits of the numbers).
-RESUME_FREE_FIELDS = frozenset(
-    {
-        "out",
-        "resume",
-        "checkpoint_every",
-        "progress",
-        "threads",
-        "on_nonfinite",
-        "nonfinite_lr_factor",
-        "max_rollbacks",
-        "tensorboard",
-        "clip_model",  # finetune: evaluation-only model folders
-        "dino_model",
-    }
-)
 
 
 def _pretrain(
@@ -687,12 +668,7 @@ def _load_resume_state(out: Path, cfg: PretrainConfig, log: Callable[[str], None
     state = load_latest_checkpoint(last, log=log)
     if "controller" not in state or "loop" not in state:
         raise ConfigError(f"--resume: {last} is not a resumable pretrain checkpoint")
-    saved, mine = state["config"], cfg.to_dict()
-    for key, value in mine.items():
-        if key not in RESUME_FREE_FIELDS and saved.get(key) != value:
-            raise ConfigError(
-                f"--resume: the run in {out} used --{key.replace('_', '-')} {saved.get(key)!r}, not {value!r}"
-            )
+    check_same_config(state["config"], cfg.to_dict(), out)
     return state
 
 
