@@ -12,6 +12,7 @@ from autoprog.growth.elastic import ElasticBlocks, ElasticSupernet
 from autoprog.search.one_shot import (
     CandidateResult,
     choose,
+    measure_step_times,
     power_law_balancing_factor,
     power_law_score,
     stage_candidates,
@@ -119,3 +120,15 @@ def test_two_candidates_degenerate_to_the_faster():
         if slow_loss < 1.0:
             assert scores[0] == pytest.approx(scores[1], rel=1e-9)
         assert choose(results).resolution == 16
+
+
+def test_step_times_are_measured_in_interleaved_rounds():
+    """Every candidate is configured before each of its steps, and the rounds alternate (0 1 2 0 1 2 ...),
+    so a drift (cold start, a neighbour process) falls on all candidates alike."""
+    calls: list[tuple[str, int]] = []
+    times = measure_step_times(
+        3, lambda i: calls.append(("configure", i)), lambda i: calls.append(("step", i)), repeats=2, warmup=1
+    )
+    assert len(times) == 3 and all(t >= 0 for t in times)
+    assert calls == [(kind, i) for _ in range(3) for i in range(3) for kind in ("configure", "step")]
+    assert measure_step_times(0, lambda i: None, lambda i: None) == []

@@ -59,7 +59,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 
 from autoprog.controller import Event, GrowthController
 from autoprog.errors import ConfigError
-from autoprog.search.one_shot import measure_step_time
+from autoprog.search.one_shot import measure_step_times
 from autoprog.search.voting import DEFAULT_WEIGHTS
 from autoprog.search.zero_shot import zero_shot_search
 from autoprog.unfreeze.schedule import (
@@ -359,7 +359,8 @@ class ProgressiveUnfreezing(BaseFinetuning):
             the input to ``module.autoprog_resolution`` as ``training_step`` does.
         probe_loss: AutoProg-Zero: ``probe_loss(module, batch) -> scalar`` training loss, likewise.
         ntk_samples: samples of the NTK (Eq. 13).
-        time_repeats: timed steps per candidate (after one warm-up), measured once per candidate.
+        time_repeats: timed steps per candidate (after one warm-up), measured once per candidate;
+            a stage's new candidates are timed in interleaved rounds.
         vote_weights: the ranked vote's weights (Eq. 19); default time 1, NTK 0.5, ZiCo 0.5.
         seed: the NTK's Rademacher probe seed.
 
@@ -575,17 +576,20 @@ class ProgressiveUnfreezing(BaseFinetuning):
         def forward(module: nn.Module, *inputs: Tensor) -> Tensor:
             return probe_forward(module, rebuild(inputs))
 
+        new = [c for c in candidates if c not in self._step_times]  # measured once per run, interleaved
+        seconds = measure_step_times(
+            len(new),
+            lambda i: self._configure(pl_module, new[i]),
+            lambda i: probe_loss(pl_module, batches[0]).backward(),
+            repeats=self.time_repeats,
+            warmup=1,
+            device=device,
+        )
+        for p in pl_module.parameters():
+            p.grad = None
+        self._step_times.update(zip(new, seconds, strict=True))
+
         def time_step(candidate: UnfreezeConfig) -> float:
-            if candidate not in self._step_times:
-
-                def step() -> None:
-                    probe_loss(pl_module, batches[0]).backward()
-
-                self._step_times[candidate] = measure_step_time(
-                    step, repeats=self.time_repeats, warmup=1, device=device
-                )
-                for p in pl_module.parameters():
-                    p.grad = None
             return self._step_times[candidate]
 
         index, rows, vote = zero_shot_search(

@@ -126,18 +126,43 @@ def measure_step_time(
     step: Callable[[], None], repeats: int = 3, warmup: int = 1, device: torch.device | None = None
 ) -> float:
     """Median wall-clock seconds of ``step()`` (a forward + backward), synchronised on GPU."""
+    return measure_step_times(1, lambda i: None, lambda i: step(), repeats, warmup, device)[0]
+
+
+def measure_step_times(
+    n: int,
+    configure: Callable[[int], None],
+    step: Callable[[int], None],
+    repeats: int = 3,
+    warmup: int = 1,
+    device: torch.device | None = None,
+) -> list[float]:
+    """Median wall-clock seconds of ``step(i)`` for each of ``n`` candidates, timed in interleaved
+    rounds (0, 1, ..., n-1, 0, 1, ...), synchronised on GPU.
+
+    ``configure(i)`` (untimed) switches the model to candidate ``i``. Interleaving spreads whatever
+    drifts during the measurement over every candidate alike: a process's first steps run slower
+    (allocator and kernel caches still cold), and so does every step while another process shares
+    the machine. Timed one after the other, the first candidate measured once looked 50 % slower
+    than a larger one (the runtime term of Eq. 6 and Eq. 19 is a comparison, so only the order matters).
+    """
 
     def sync() -> None:
         if device is not None and device.type == "cuda":
             torch.cuda.synchronize(device)
 
     for _ in range(warmup):
-        step()
+        for i in range(n):
+            configure(i)
+            step(i)
     sync()
-    times = []
+    times: list[list[float]] = [[] for _ in range(n)]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+        for i in range(n):
+            configure(i)
+            sync()
+            t0 = time.perf_counter()
+            step(i)
+            sync()
+            times[i].append(time.perf_counter() - t0)
+    return [float(np.median(t)) for t in times]

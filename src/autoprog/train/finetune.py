@@ -47,14 +47,13 @@ from autoprog.ema import ModelEma
 from autoprog.errors import AutoprogError, ConfigError, NonFiniteLoss
 from autoprog.flops import count_train_flops
 from autoprog.memory import peak_memory_bytes, reset_peak_memory
-from autoprog.search.one_shot import measure_step_time, power_law_score
+from autoprog.search.one_shot import measure_step_times, power_law_score
 from autoprog.search.zero_shot import zero_shot_search as search_zero_shot
 from autoprog.tasks import FinetuneTask, create_finetune_task
-from autoprog.train.config import PROGRESSIVE_FINETUNE_METHODS, FinetuneConfig
+from autoprog.train.config import PROGRESSIVE_FINETUNE_METHODS, FinetuneConfig, check_same_config
 from autoprog.train.loader import BatchSource
 from autoprog.train.optim import build_optimizer, carry_state, state_by_name
 from autoprog.train.pretrain import (
-    RESUME_FREE_FIELDS,
     _append_log,
     _is_tty,
     _print,
@@ -142,7 +141,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = _print) -> dict[s
 
 def load_resume_state(cfg: FinetuneConfig, log: Callable[[str], None] = _print) -> dict[str, Any]:
     """The state ``--resume`` continues from: ``OUT/checkpoints/last.pt`` (``last.pt.prev`` if that one
-    cannot be loaded), written by a run of the same configuration (up to :data:`RESUME_FREE_FIELDS`).
+    cannot be loaded), written by a run of the same configuration (up to :data:`~autoprog.train.config.RESUME_FREE_FIELDS`).
 
     Raises:
         ConfigError: no checkpoint, not a finetune checkpoint, or a different configuration (the
@@ -158,18 +157,8 @@ def load_resume_state(cfg: FinetuneConfig, log: Callable[[str], None] = _print) 
     state = load_latest_checkpoint(last, log=log)
     if state.get("kind") != "finetune" or "phase" not in state or not isinstance(state.get("config"), dict):
         raise ConfigError(f"--resume: {last} is not a resumable checkpoint of autoprog finetune")
-    saved, mine = state["config"], cfg.to_dict()
-    for key, value in mine.items():
-        if key not in RESUME_FREE_FIELDS and saved.get(key, value) != value:
-            raise ConfigError(
-                f"--resume: the run in {cfg.out} used --{key.replace('_', '-')} {_shown(saved.get(key))}, not {_shown(value)}"
-            )
+    check_same_config(state["config"], cfg.to_dict(), cfg.out)
     return state
-
-
-def _shown(value: Any) -> str:
-    """A config value as the resume error shows it (``None`` is an option left at its default)."""
-    return "(default)" if value is None else repr(value)
 
 
 def _plain(obj: Any) -> Any:
@@ -432,28 +421,39 @@ def _finetune(
 
     step_times: dict[UnfreezeConfig, float] = {}
 
-    def time_step(c: UnfreezeConfig) -> float:
-        """Measured seconds of one training step (forward + backward) of sub-network ``c``, measured
-        once per run (candidates recur across stages; the model's cost does not change); with
-        ``--search-runtime flops``, the step's training FLOPs instead (deterministic)."""
-        if c not in step_times:
-            configure(c)
-            step_times[c] = float(flops_of(c) * cfg.batch_size) if cfg.search_runtime == "flops" else _measure(c)
-        return step_times[c]
-
-    def _measure(c: UnfreezeConfig) -> float:
-        probe = tuple(  # one training batch of probe samples (repeated if the probe set is smaller)
-            v.repeat((cfg.batch_size + len(v) - 1) // len(v), *[1] * (v.ndim - 1))[: cfg.batch_size]
-            for v in probe_batch(c.resolution, 0, cfg.batch_size)
+    def time_steps(cs: list[UnfreezeConfig]) -> None:
+        """Seconds of one training step (forward + backward) of each sub-network in ``cs``, measured
+        once per run (candidates recur across stages; the model's cost does not change), the new ones
+        in interleaved rounds; with ``--search-runtime flops``, the step's training FLOPs instead
+        (deterministic). Fills ``step_times``."""
+        new = [c for c in dict.fromkeys(cs) if c not in step_times]
+        if cfg.search_runtime == "flops":
+            for c in new:
+                configure(c)
+                step_times[c] = float(flops_of(c) * cfg.batch_size)
+            return
+        probes = [
+            tuple(  # one training batch of probe samples (repeated if the probe set is smaller)
+                v.repeat((cfg.batch_size + len(v) - 1) // len(v), *[1] * (v.ndim - 1))[: cfg.batch_size]
+                for v in probe_batch(c.resolution, 0, cfg.batch_size)
+            )
+            for c in new
+        ]
+        seconds = measure_step_times(
+            len(new),
+            lambda i: configure(new[i]),
+            lambda i: task.probe_loss(model, probes[i]).backward(),
+            repeats=cfg.time_repeats,
+            warmup=1,
+            device=device,
         )
-
-        def run() -> None:
-            task.probe_loss(model, probe).backward()
-
-        seconds = measure_step_time(run, repeats=cfg.time_repeats, warmup=1, device=device)
         for p in model.parameters():
             p.grad = None
-        return seconds
+        step_times.update(zip(new, seconds, strict=True))
+
+    def time_step(c: UnfreezeConfig) -> float:
+        time_steps([c])
+        return step_times[c]
 
     def zero_shot_search(k: int, current: UnfreezeConfig | None) -> tuple[UnfreezeConfig, dict[str, Any]]:
         """AutoProg-Zero (Sec. 4.2, Eq. 12-19): NTK condition number, ZiCo and time per candidate,
@@ -468,6 +468,7 @@ def _finetune(
             bs = cfg.batch_size
             return [probe_batch(c.resolution, b * bs, (b + 1) * bs) for b in range(cfg.zico_batches)]
 
+        time_steps(candidates)
         model.eval()
         winner, rows, _ = search_zero_shot(
             model, candidates, configure, forward=task.output, loss_fn=task.probe_loss,
@@ -529,10 +530,8 @@ def _finetune(
                 checkpoint({"candidates": [[c.resolution, c.level] for c in candidates],
                             "losses": [losses[c] for c in candidates], "n_steps": n_steps, "done": i + 1,
                             "elapsed_s": time.perf_counter() - t0})  # fmt: skip
-        times = []
-        for c in candidates:
-            configure(c)
-            times.append(time_step(c))
+        time_steps(candidates)
+        times = [step_times[c] for c in candidates]
         mean_loss = [sum(v) / len(v) if v else math.inf for v in losses.values()]
         mean_loss, times = ctx.broadcast((mean_loss, times))  # rank 0's numbers decide for every process
         scored = [i for i, v in enumerate(mean_loss) if math.isfinite(v)]  # all of them unless diverged
