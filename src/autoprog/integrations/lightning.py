@@ -589,9 +589,6 @@ class ProgressiveUnfreezing(BaseFinetuning):
             p.grad = None
         self._step_times.update(zip(new, seconds, strict=True))
 
-        def time_step(candidate: UnfreezeConfig) -> float:
-            return self._step_times[candidate]
-
         index, rows, vote = zero_shot_search(
             pl_module,
             candidates,
@@ -600,7 +597,7 @@ class ProgressiveUnfreezing(BaseFinetuning):
             loss_fn=probe_loss,
             ntk_inputs=ntk_inputs,
             zico_batches=batches,
-            time_step=time_step,
+            time_step=self._step_times.__getitem__,
             weights=self.vote_weights,
             seed=self.seed,
         )

@@ -451,10 +451,6 @@ def _finetune(
             p.grad = None
         step_times.update(zip(new, seconds, strict=True))
 
-    def time_step(c: UnfreezeConfig) -> float:
-        time_steps([c])
-        return step_times[c]
-
     def zero_shot_search(k: int, current: UnfreezeConfig | None) -> tuple[UnfreezeConfig, dict[str, Any]]:
         """AutoProg-Zero (Sec. 4.2, Eq. 12-19): NTK condition number, ZiCo and time per candidate,
         combined by ranked voting; decided once (rank 0's numbers) and the same for every process."""
@@ -472,7 +468,7 @@ def _finetune(
         model.eval()
         winner, rows, _ = search_zero_shot(
             model, candidates, configure, forward=task.output, loss_fn=task.probe_loss,
-            ntk_inputs=ntk_inputs, zico_batches=zico_batches, time_step=time_step, weights=cfg.weights(), seed=cfg.seed,
+            ntk_inputs=ntk_inputs, zico_batches=zico_batches, time_step=step_times.__getitem__, weights=cfg.weights(), seed=cfg.seed,
         )  # fmt: skip
         model.train()
         winner, rows = ctx.broadcast((winner, rows))  # measured times differ per process: rank 0's decide
