@@ -30,6 +30,28 @@ def test_pos_embed_resample_of_a_smooth_field_is_faithful():
     assert torch.all(out[1:, :, 1] > out[:-1, :, 1])  # y increases along rows
 
 
+@pytest.mark.parametrize("old,new", [((3, 5), (6, 10)), ((5, 3), (10, 6)), ((6, 10), (3, 5)), ((3, 5), (4, 4))])
+def test_pos_embed_resample_keeps_rows_and_columns_of_a_non_square_grid(old, new):
+    """Tokens are row-major over an (H, W) grid: resampling must not swap height and width. Each
+    embedding is 100 * row + column, so after resampling every row must hold the same column
+    profile (and every column the same row profile), rows must step by ~100 and columns by ~1."""
+    (h, w), (h2, w2) = old, new
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    field = (100.0 * rows + cols).reshape(1, h * w, 1)
+    pe = torch.cat([torch.full((1, 1, 1), -1.0), field], 1)
+    out = resample_pos_embed(pe, (h2, w2), (h, w), num_prefix_tokens=1)
+    assert out.shape == (1, 1 + h2 * w2, 1) and out[0, 0, 0] == -1.0
+    grid = out[0, 1:, 0].reshape(h2, w2)
+    row_profile, col_profile = grid[:, 0] - grid[0, 0], grid[0, :] - grid[0, 0]
+    torch.testing.assert_close(grid - grid[0, 0], row_profile[:, None] + col_profile[None, :], atol=1e-3, rtol=0)
+    if h2 > 1:
+        assert torch.all(row_profile[1:] > row_profile[:-1])  # down the rows: the 100s grow
+        assert 50 * (h - 1) < row_profile[-1] < 150 * (h - 1)
+    if w2 > 1:
+        assert torch.all(col_profile[1:] > col_profile[:-1])  # along a row: the units grow
+        assert 0.5 * (w - 1) < col_profile[-1] < 1.5 * (w - 1)
+
+
 def test_adapter_runs_every_configuration(tiny_adapter):
     assert tiny_adapter.full == SubnetConfig(28, 6)
     for depth in (3, 6):

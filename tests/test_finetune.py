@@ -22,6 +22,7 @@ from autoprog.unfreeze import (
     level_blocks,
     prog_unfreeze_schedule,
     set_trainable,
+    step_boundaries,
     zero_shot_candidates,
 )
 
@@ -95,6 +96,17 @@ def test_unfreeze_space_and_candidates():
     sched = prog_unfreeze_schedule(space, 100)
     assert [(s.resolution, s.level) for s in sched] == [(8, 1), (16, 2), (20, 3), (28, 4)]
     assert UnfreezeSchedule.from_list(sched.to_list()).to_list() == sched.to_list()
+
+
+@pytest.mark.parametrize(
+    "steps,stages,expected",
+    [(10, 4, [0, 2, 5, 7, 10]), (7, 3, [0, 2, 4, 7]), (13, 4, [0, 3, 6, 9, 13]), (12, 4, [0, 3, 6, 9, 12])],
+)
+def test_step_boundaries_truncate_when_the_steps_do_not_divide(steps, stages, expected):
+    """``linspace(0, N, S + 1)`` truncated, as the docstring says (and as the epochs of pre-training)."""
+    assert step_boundaries(steps, stages) == expected
+    space = UnfreezeSpace(28, 4, ratio=0.25, num_stages=stages, num_levels=4)
+    assert [s.start_step for s in prog_unfreeze_schedule(space, steps)] == expected[:-1]
 
 
 # -- Unique Stage Identifier --------------------------------------------------------------------

@@ -62,6 +62,16 @@ def test_resolution_must_be_multiple_of_patch():
         GrowthSpace(30, 6, 4)
 
 
+@pytest.mark.parametrize(
+    "epochs,stages,expected",
+    [(10, 4, [0, 2, 5, 7, 10]), (7, 3, [0, 2, 4, 7]), (9, 4, [0, 2, 4, 6, 9]), (5, 3, [0, 1, 3, 5]), (4, 4, [0, 1, 2, 3, 4])],
+)
+def test_stage_boundaries_truncate_when_the_epochs_do_not_divide(epochs, stages, expected):
+    """``int(linspace(0, E, S + 1))`` (the authors' code): truncated, never rounded to the nearest epoch."""
+    assert stage_boundaries(epochs, stages) == expected
+    assert [s.start_epoch for s in prog_schedule(GrowthSpace(28, 6, 4, 0.5, stages), epochs)] == expected[:-1]
+
+
 def test_more_stages_than_epochs_refused():
     with pytest.raises(ConfigError, match="need at least"):
         stage_boundaries(3, 4)
