@@ -96,7 +96,7 @@ class PretrainConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` (one line: the option, the value, what is valid) on the first bad field."""
-        from autoprog.adapters.base import VIT_PREFIXES, check_model_name
+        from autoprog.adapters.base import adapter_family, check_model_name
         from autoprog.data.datasets import check_dataset_name
         from autoprog.growth.operators import OPERATORS
 
@@ -138,12 +138,8 @@ class PretrainConfig:
         for name in ("test_subset", "train_subset", "patch_size", "depth", "img_size", "threads"):
             if getattr(self, name) is not None:
                 _at_least(name, getattr(self, name), 1)
-        if (
-            self.img_size is not None
-            and self.patch_size is not None
-            and self.model.startswith(VIT_PREFIXES)
-            and self.img_size % self.patch_size
-        ):
+        takes_patches = "patch_size" in getattr(adapter_family(self.model), "options", ())
+        if self.img_size is not None and self.patch_size is not None and takes_patches and self.img_size % self.patch_size:
             raise ConfigError(
                 f"--img-size {self.img_size} is not a multiple of the patch size {self.patch_size}"
             )
