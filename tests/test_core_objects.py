@@ -208,3 +208,65 @@ def test_a_resnet_checkpoint_of_the_old_format_still_rebuilds():
     rebuilt = model_from_structure(adapter, old)
     assert block_structure(adapter, rebuilt) == new
     assert not rebuilt.load_state_dict(model.state_dict()).missing_keys
+
+
+# -- a pre-training stage's two searches, without the controller ----------------------------------
+
+
+@pytest.fixture
+def small_vit():
+    from autoprog.adapters import TimmViTAdapter
+
+    return TimmViTAdapter("test_vit", img_size=16, in_chans=1, num_classes=10, patch_size=4, depth=4)
+
+
+def _small_growing(adapter) -> GrowingModel:
+    torch.manual_seed(0)
+    return GrowingModel(adapter, adapter.create_model(4), operator=create_operator("interpolation"),
+                        optimizer_factory=lambda m: build_optimizer(m, 1e-3, 0.05), ema_decay=0.9)  # fmt: skip
+
+
+def test_a_one_shot_growth_search_trains_a_supernet_and_keeps_the_chosen_subnetwork(small_vit):
+    from autoprog.search.one_shot_growth import OneShotGrowthSearch
+
+    net = _small_growing(small_vit)
+    candidates = [SubnetConfig(8, 2), SubnetConfig(16, 2), SubnetConfig(16, 4)]
+    search = OneShotGrowthSearch(
+        net, 0, 0, candidates, 1, steps_per_epoch=4, snapshots=2, seed=0,
+        score_fn=lambda m, c: float(m(torch.ones(2, 1, c.resolution, c.resolution)).abs().mean()),
+        runtime_fn=lambda c: c.resolution * c.depth,
+    )  # fmt: skip
+    search.build_supernet(None, recycle=True)
+    assert net.version == 1 and search.widest == SubnetConfig(16, 4) and search.skips_blocks
+    for step in range(4):
+        c = search.next_config()
+        loss = net.model(torch.rand(2, 1, c.resolution, c.resolution)).pow(2).mean()
+        net.optimizer.zero_grad()
+        loss.backward()
+        net.optimizer.step()
+        net.update_ema(step)
+        search.end_step(0.01)
+    assert search.end_epoch() and search.snapshot_steps == {2, 4}
+    assert all(len(search.search.losses[c]) == 2 for c in candidates)  # two snapshots each
+    chosen, record = search.conclude(None, recycle=True)
+    assert chosen in candidates and net.depth == chosen.depth
+    assert [(r["resolution"], r["depth"]) for r in record["candidates"]] == [(c.resolution, c.depth) for c in candidates]
+    assert record["chosen"] == {"resolution": chosen.resolution, "depth": chosen.depth}
+
+
+def test_a_zero_shot_growth_search_leaves_the_network_and_the_random_state_alone(small_vit):
+    from autoprog.search.zero_shot_growth import ZeroShotGrowthSearch, ZeroShotProbe
+
+    net = GrowingModel(small_vit, small_vit.create_model(2), operator=create_operator("randinit"),
+                       optimizer_factory=lambda m: build_optimizer(m, 1e-3, 0.05), ema_decay=None)  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    probe = ZeroShotProbe([(torch.randn(4, 1, 16, 16, generator=g), torch.randint(0, 10, (4,), generator=g))
+                           for _ in range(2)], ntk_samples=3, weights={"time": 1.0, "ntk": 0.0, "zico": 0.0})  # fmt: skip
+    weights = {n: p.detach().clone() for n, p in net.model.named_parameters()}
+    rng = torch.get_rng_state()
+    candidates = [SubnetConfig(16, 4), SubnetConfig(8, 3)]
+    chosen, rows, used = ZeroShotGrowthSearch(net, probe, runtime_fn=lambda c: c.resolution * c.depth).choose(candidates)
+    assert chosen == SubnetConfig(8, 3) and used == probe.weights  # a time-only vote: the cheapest
+    assert [r["depth"] for r in rows] == [4, 3] and all(r["ntk"] >= 1.0 and r["zico"] > 0 for r in rows)
+    assert torch.equal(torch.get_rng_state(), rng) and net.depth == 2 and net.version == 0
+    assert all(torch.equal(p, weights[n]) for n, p in net.model.named_parameters())

@@ -152,7 +152,7 @@ class EpochSpec:
     Attributes:
         stage: the stage index.
         epoch: the budget epoch it counts as (supernet epochs outside the budget: the stage's start).
-        supernet: a search epoch (a random candidate per step); ``config`` is then the largest.
+        supernet: a search epoch (a sampled candidate per step); ``config`` is then the largest.
         in_budget: counts toward the epoch budget (always, unless weight recycling is off, Tab. XI).
         data_epoch: the seed of the epoch's data order.
         lr_offset: steps to add to the loop's step counter for the LR schedule (non-recycled
