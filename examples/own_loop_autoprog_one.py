@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from autoprog import GrowthController, GrowthSpace, TimmViTAdapter, create_plan
-from autoprog.train.optim import build_optimizer, cosine_lr, set_lr
+from autoprog.optim import build_optimizer, cosine_lr, set_lr
 
 
 def synthetic_batch(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

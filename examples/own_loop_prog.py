@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from autoprog import GrowthSpace, ModelEma, TimmViTAdapter, create_operator, prog_schedule
-from autoprog.train.optim import build_optimizer, carry_state, cosine_lr, set_lr, state_by_name
+from autoprog.optim import build_optimizer, carry_state, cosine_lr, set_lr, state_by_name
 
 
 def main(epochs: int = 4, steps_per_epoch: int = 5, depth: int = 4, batch_size: int = 16) -> list[tuple[int, int]]:

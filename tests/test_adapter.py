@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from autoprog.adapters import create_adapter, resample_pos_embed
+from autoprog.adapters.base import AdapterFamily, adapter_family, check_model_name, register_adapter
 from autoprog.errors import ConfigError
 from autoprog.flops import FlopTable, count_train_flops
 from autoprog.growth import SubnetConfig
@@ -99,3 +100,26 @@ def test_flops_counted_and_cached(tiny_adapter):
     # depth is (roughly) linear: twice the blocks, a bit under twice the FLOPs (stem and head are shared)
     d6_16 = table(SubnetConfig(16, 6))
     assert 1.7 * small < d6_16 < 2.0 * small
+
+
+def test_adapters_come_from_the_registry(tiny_adapter):
+    """Families are registered by their modules; create_adapter passes a family only its options."""
+    assert adapter_family("vit_tiny_patch16_224").name == "timm ViT/DeiT"
+    assert adapter_family("resnet18").options == frozenset({"depth"})
+    assert adapter_family("convnext_tiny") is None
+    with pytest.raises(ConfigError, match="^unknown model 'convnext_tiny': use a timm Vision Transformer"):
+        check_model_name("convnext_tiny")
+    made = []
+    register_adapter(AdapterFamily(
+        name="test family", matches=lambda m: m.startswith("testnet"), check=lambda m: None,
+        create=lambda m, **kw: made.append((m, kw)) or tiny_adapter, options=frozenset({"depth"}), hint="a testnet",
+    ))  # fmt: skip
+    try:
+        assert create_adapter("testnet1", img_size=28, in_chans=1, num_classes=10, patch_size=4, depth=3) is tiny_adapter
+        assert made == [("testnet1", {"img_size": 28, "in_chans": 1, "num_classes": 10, "depth": 3})]
+        with pytest.raises(ConfigError, match=r"\(resnet18, resnet34, resnet50, resnet101\), or a testnet$"):
+            check_model_name("convnext_tiny")
+    finally:
+        from autoprog.adapters import base
+
+        del base._FAMILIES["test family"]

@@ -12,9 +12,9 @@ from conftest import make_cell_dataset
 from autoprog.adapters.diffusers_dit import DiTDenoiser, add_difffit_scales, add_lora, create_dit
 from autoprog.cli import main
 from autoprog.errors import ConfigError
+from autoprog.optim import build_optimizer
 from autoprog.tasks.dit import make_condition
 from autoprog.train.config import FINETUNE_METHODS, FinetuneConfig
-from autoprog.train.optim import build_optimizer
 from autoprog.unfreeze import (
     UnfreezeConfig,
     UnfreezeSchedule,

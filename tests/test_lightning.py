@@ -18,9 +18,9 @@ from autoprog.controller import GrowthController, create_plan  # noqa: E402
 from autoprog.errors import ConfigError  # noqa: E402
 from autoprog.growth.schedule import GrowthSpace, prog_schedule  # noqa: E402
 from autoprog.integrations.lightning import AutoProgCallback, ProgressiveUnfreezing  # noqa: E402
+from autoprog.optim import build_optimizer  # noqa: E402
 from autoprog.proxies import ntk_condition_number, zico  # noqa: E402
 from autoprog.search.zero_shot import zero_shot_search  # noqa: E402
-from autoprog.train.optim import build_optimizer  # noqa: E402
 from autoprog.unfreeze import UnfreezeSpace, level_blocks, prog_unfreeze_schedule  # noqa: E402
 
 EPOCHS = 4

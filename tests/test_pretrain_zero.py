@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from conftest import make_cell_dataset
 
-import autoprog.controller as controller_module
+import autoprog.search.zero_shot_growth as zero_shot_growth_module
 from autoprog.adapters import TimmViTAdapter
 from autoprog.bench import parse_variant, split_variants
 from autoprog.cli import main
@@ -93,7 +93,7 @@ def test_each_search_scores_exactly_the_stage_candidates_and_trains_the_scored_n
     """Every stage but the last is chosen by ranked voting (Eq. 19) among exactly its candidates, and
     the network a candidate was scored as is the one the stage trains (RandInit: random new blocks)."""
     scored: dict[int, dict[str, torch.Tensor]] = {}
-    real = controller_module.zero_shot_search
+    real = zero_shot_growth_module.zero_shot_search
 
     def spy(model, candidates, configure, **kwargs):
         result = real(model, candidates, configure, **kwargs)
@@ -103,7 +103,7 @@ def test_each_search_scores_exactly_the_stage_candidates_and_trains_the_scored_n
             scored[c.depth] = copy.deepcopy(model.net.state_dict())
         return result
 
-    monkeypatch.setattr(controller_module, "zero_shot_search", spy)
+    monkeypatch.setattr(zero_shot_growth_module, "zero_shot_search", spy)
     ctl = _controller(small_adapter, weights=TIME_ONLY, operator="randinit")  # so that stage 1 grows
     specs = []
     while (spec := ctl.begin_epoch()) is not None:

@@ -4,7 +4,8 @@
 Exactness is checked against an uninterrupted run with the same ``--threads``: final weights (online,
 EMA, saved model), optimizer state, training generator, every logged loss and ``summary.json``
 without its timings. AutoProg's searches weigh *measured* step times, which differ between any two
-runs; the search scenarios therefore replace the timer (``measure_step_times``) by a deterministic
+runs; the search scenarios therefore replace the timer (``measure_step_times`` as
+:class:`~autoprog.search.step_times.StepTimes` calls it) by a deterministic
 cost, the FLOPs of the same step, in every process of a comparison, so that a mismatch can only come
 from the resume. ``prog`` needs no such replacement and runs the plain CLI.
 """
@@ -39,7 +40,7 @@ STEPS = 40
 DRIVER = """
 import os, signal, sys
 from torch.utils.flop_counter import FlopCounterMode
-import autoprog.train.finetune as ft
+import autoprog.search.step_times as step_times
 from autoprog.train.diffusion import GaussianDiffusion
 
 def flops_as_seconds(n, configure, step, repeats=3, warmup=1, device=None):
@@ -51,7 +52,7 @@ def flops_as_seconds(n, configure, step, repeats=3, warmup=1, device=None):
         out.append(counter.get_total_flops() * 1e-12)
     return out
 
-ft.measure_step_times = flops_as_seconds
+step_times.measure_step_times = flops_as_seconds
 kill_at, calls, loss = int(sys.argv.pop(1)), [0], GaussianDiffusion.loss
 
 def killing_loss(self, *args, **kwargs):
@@ -210,7 +211,7 @@ def test_search_methods_killed_and_resumed_exactly(tmp_path, cells, monkeypatch,
     # Killed inside step kill_at - 1: the last checkpoint is at the even step before it.
     kill_at = rng.randint(13, 16) if method == "autoprog-one" else rng.choice([11, 12, 21, 22, 31, 32])
     killed = child(args(cells, tmp_path / "run", method, "--checkpoint-every", "2", *extra), kill_at=kill_at)
-    monkeypatch.setattr("autoprog.train.finetune.measure_step_times", flops_as_seconds)
+    monkeypatch.setattr("autoprog.search.step_times.measure_step_times", flops_as_seconds)
     assert main(args(cells, tmp_path / "ref", method, *extra)) == 0
     assert killed.wait(timeout=300) == -signal.SIGKILL, killed.stderr.read()
     saved = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")

@@ -580,3 +580,20 @@ def test_schedule_files_pass_or_give_config_errors(content, epochs):
 if __name__ == "__main__":  # print the table of the module docstring (and docs/errors.md)
     with tempfile.TemporaryDirectory() as folder:
         print(table(make_scratch(Path(folder))))
+
+
+def test_finetune_validation_checks_a_source_folder_with_the_checker_it_is_given(tmp_path):
+    """train.config knows no task: the caller gives the source check (the CLI: autoprog.tasks.check_source)."""
+    calls = []
+
+    def check(path: str) -> str:
+        calls.append(path)
+        return "dit"
+
+    FinetuneConfig(model=str(tmp_path)).validate()  # exists; its family is the task's to check
+    FinetuneConfig(model=str(tmp_path)).validate(check)
+    assert calls == [str(tmp_path)]
+    with pytest.raises(ConfigError, match="--instance-prompt is for text-to-image sources"):
+        FinetuneConfig(model=str(tmp_path), instance_prompt="a sks dog").validate(check)
+    with pytest.raises(ConfigError, match="not the classifier source"):
+        FinetuneConfig(model=str(tmp_path), train_text_encoder=True).check_source_kind("classifier")

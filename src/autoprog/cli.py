@@ -424,8 +424,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             pretrain(cfg)
         elif args.command == "finetune":
+            from autoprog.tasks import check_source
+
             fcfg = _finetune_config(args)
-            fcfg.validate()
+            fcfg.validate(check_source)
             check_out_dir(fcfg.out, overwrite=args.overwrite)
             from autoprog.train.finetune import finetune
 

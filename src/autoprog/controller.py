@@ -29,28 +29,32 @@ AutoProg-Zero needs no supernet and no search epochs: pass ``probe=ZeroShotProbe
 
 Decisions are taken the same way on every process: supernet sampling is seeded by the stage, and
 the measured results a choice rests on pass through ``broadcast`` (rank 0's are used everywhere).
+
+The controller composes small core objects, each usable alone: the growing network
+(:class:`~autoprog.growth.growing.GrowingModel`: the model, momentum copy and optimizer kept paired by
+name through every change of shape), a stage's one-shot search
+(:class:`~autoprog.search.one_shot_growth.OneShotGrowthSearch` over the generic
+:class:`~autoprog.search.supernet.SupernetSearch`) and its zero-shot search
+(:class:`~autoprog.search.zero_shot_growth.ZeroShotGrowthSearch`). It keeps the plan, the stage and
+epoch bookkeeping, the events and the checkpoint.
 """
 
 from __future__ import annotations
 
-import copy
 import math
-import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from autoprog.adapters.base import ModelAdapter
-from autoprog.checkpoint import global_rng_states, random_state, set_global_rng_states, set_random_state
 from autoprog.ema import ModelEma
 from autoprog.errors import ConfigError
-from autoprog.growth.elastic import ElasticBlocks, ElasticSupernet
-from autoprog.growth.operators import GrowthOperator, ReZeroBlock, create_operator
+from autoprog.growth.growing import GrowingModel, OptimizerFactory
+from autoprog.growth.operators import GrowthOperator, create_operator
 from autoprog.growth.schedule import (
     GrowthSchedule,
     GrowthSpace,
@@ -61,30 +65,25 @@ from autoprog.growth.schedule import (
     progstack_schedule,
     stage_boundaries,
 )
+from autoprog.optim import build_optimizer
 from autoprog.search.one_shot import (
     CandidateResult,
     ScoreRule,
     StageSearch,
-    choose,
-    measure_step_time,
-    power_law_balancing_factor,
     power_law_score,
     stage_candidates,
 )
-from autoprog.search.voting import DEFAULT_WEIGHTS
-from autoprog.search.zero_shot import zero_shot_search
-from autoprog.train.optim import build_optimizer, carry_state, state_by_name
+from autoprog.search.one_shot_growth import MeasureFn, OneShotGrowthSearch, RuntimeFn, ScoreFn
+from autoprog.search.supernet import CandidateSampling
+from autoprog.search.zero_shot_growth import ZeroShotGrowthSearch, ZeroShotProbe
 
-OptimizerFactory = Callable[[nn.Module], torch.optim.Optimizer]
-#: ``score_fn(momentum_net, config) -> loss``: the search loss of a candidate on fixed data (Sec. 3.2.3).
-ScoreFn = Callable[[nn.Module, SubnetConfig], float]
-#: ``measure_fn(model, config) -> seconds``: a training step's time, for candidates never sampled.
-MeasureFn = Callable[[nn.Module, SubnetConfig], float]
 #: How a stage without a fixed sub-network chooses one: AutoProg-One's supernet search (Sec. 3.2.3)
 #: or AutoProg-Zero's zero-shot proxies (Sec. 4.2).
 SearchKind = Literal["one-shot", "zero-shot"]
 #: The method each search kind implements (the plan of ``create_plan(method, ...)``).
 SEARCHED_METHODS: dict[str, SearchKind] = {"autoprog-one": "one-shot", "autoprog-zero": "zero-shot"}
+#: ``candidate_fn(space, stage, current) -> candidates``: a searched stage's growth space (App. B).
+CandidateFn = Callable[[GrowthSpace, int, SubnetConfig | None], list[SubnetConfig]]
 
 
 @dataclass(frozen=True)
@@ -101,38 +100,6 @@ class PlannedStage:
     def __post_init__(self) -> None:
         if self.search not in ("one-shot", "zero-shot"):
             raise ConfigError(f"a stage's search is one-shot or zero-shot, got {self.search!r}")
-
-
-@dataclass(frozen=True)
-class ZeroShotProbe:
-    """The fixed data AutoProg-Zero scores growth candidates on (Sec. 4.2.2; pre-training, Sec. 5.2.3).
-
-    Every candidate sees the same samples, resized to its resolution by the adapter's
-    ``prepare_input``: the NTK condition number (Eq. 12-16) of the classifier's logits on the first
-    ``ntk_samples`` inputs, and generalised ZiCo (Eq. 17) of the training loss over all ``batches``.
-
-    Attributes:
-        batches: at least 2 ``(inputs, targets)`` batches; inputs ``(N, C, H, W)`` as the model takes
-            them (normalised), at any resolution (the full one, usually).
-        loss_fn: ``loss_fn(logits, targets) -> scalar``, the training loss ZiCo differentiates
-            (default: cross-entropy).
-        ntk_samples: samples of the NTK (its Gram matrix is ``ntk_samples x ntk_samples``; fewer
-            when the batches hold fewer).
-        weights: the ballots' weights in ranked voting (Eq. 19; keys ``time``, ``ntk``, ``zico``).
-        seed: seed of the NTK's Rademacher projection (the same for every candidate).
-    """
-
-    batches: Sequence[tuple[torch.Tensor, torch.Tensor]]
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
-    ntk_samples: int = 8
-    weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if len(self.batches) < 2:
-            raise ConfigError(f"ZiCo needs at least 2 probe batches (Eq. 17), got {len(self.batches)}")
-        if self.ntk_samples < 2:
-            raise ConfigError(f"the NTK needs at least 2 samples, got ntk_samples={self.ntk_samples}")
 
 
 def create_plan(
@@ -185,7 +152,7 @@ class EpochSpec:
     Attributes:
         stage: the stage index.
         epoch: the budget epoch it counts as (supernet epochs outside the budget: the stage's start).
-        supernet: a search epoch (a random candidate per step); ``config`` is then the largest.
+        supernet: a search epoch (a sampled candidate per step); ``config`` is then the largest.
         in_budget: counts toward the epoch budget (always, unless weight recycling is off, Tab. XI).
         data_epoch: the seed of the epoch's data order.
         lr_offset: steps to add to the loop's step counter for the LR schedule (non-recycled
@@ -207,45 +174,6 @@ class EpochSpec:
     search_epoch: int = -1
     search_epochs: int = 0
     events: tuple[Event, ...] = ()
-
-
-class _Search:
-    """The state of one stage's supernet search."""
-
-    def __init__(
-        self, stage: int, start_epoch: int, candidates: list[SubnetConfig], n_epochs: int, seed: int
-    ) -> None:
-        self.stage = stage
-        self.start_epoch = start_epoch
-        self.candidates = candidates
-        self.n_epochs = n_epochs
-        self.epochs_done = 0
-        self.rng = random.Random(seed)
-        self.times: dict[SubnetConfig, list[float]] = {c: [] for c in candidates}
-        self.losses: dict[SubnetConfig, list[float]] = {c: [] for c in candidates}
-        self.steps = 0
-        self.snapshot_steps: set[int] = set()
-        self.last: SubnetConfig | None = None
-        self.t0 = time.perf_counter()
-        self.scoring_time = 0.0
-        self.supernet: ElasticSupernet | None = None
-        self.before: tuple[nn.Module, nn.Module, dict] | None = None
-
-    @property
-    def widest(self) -> SubnetConfig:
-        return SubnetConfig(max(c.resolution for c in self.candidates), max(c.depth for c in self.candidates))
-
-
-class _CandidateNet(nn.Module):
-    """The zero-shot search's one module: it holds the candidate being scored (built one at a time)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net: nn.Module = nn.Identity()
-        self.depth = -1
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
 
 
 class GrowthController:
@@ -276,6 +204,10 @@ class GrowthController:
         device: where the model lives.
         broadcast: makes a decision's inputs identical across processes (rank 0's); identity when
             single-process.
+        candidate_fn: a searched stage's candidates (default: Appendix B's growth space,
+            :func:`~autoprog.search.one_shot.stage_candidates`).
+        sampling: how supernet steps pick their candidate: ``"random"`` per step (the paper's) or
+            ``"rounds"`` (:mod:`autoprog.search.supernet`).
     """
 
     def __init__(
@@ -292,7 +224,7 @@ class GrowthController:
         use_ema: bool | None = None,
         score_fn: ScoreFn | None = None,
         measure_fn: MeasureFn | None = None,
-        runtime_fn: Callable[[SubnetConfig], float] | None = None,
+        runtime_fn: RuntimeFn | None = None,
         probe: ZeroShotProbe | None = None,
         search_epochs: int = 2,
         search_snapshots: int = 2,
@@ -301,6 +233,8 @@ class GrowthController:
         seed: int = 0,
         device: torch.device | str | None = None,
         broadcast: Callable[[Any], Any] | None = None,
+        candidate_fn: CandidateFn = stage_candidates,
+        sampling: CandidateSampling = "random",
     ) -> None:
         if not plan:
             raise ConfigError("the plan has no stages")
@@ -315,9 +249,6 @@ class GrowthController:
         self.plan = list(plan)
         self.steps_per_epoch = steps_per_epoch
         self.operator = create_operator(operator) if isinstance(operator, str) else operator
-        self.optimizer_factory = optimizer_factory or (lambda m: build_optimizer(m, 1e-3, 0.05))
-        self.carry_optimizer_state = carry_optimizer_state
-        self.ema_warmup = ema_warmup
         self.score_fn = score_fn
         self.measure_fn = measure_fn
         self.runtime_fn = runtime_fn
@@ -327,21 +258,24 @@ class GrowthController:
         self.recycle = recycle
         self.score_rule = score_rule
         self.seed = seed
-        self.device = torch.device(device) if device is not None else None
         self.broadcast = broadcast or (lambda obj: obj)
+        self.candidate_fn = candidate_fn
+        self.sampling: CandidateSampling = sampling
 
         first = self.plan[0]
         depth = first.fixed.depth if first.fixed is not None else first.space.full_depth
-        self.model: nn.Module = adapter.create_model(depth)
-        self._to_device()
+        model = adapter.create_model(depth)
         if use_ema is None:
             use_ema = self.operator.needs_momentum or searches
         if searches and not use_ema:
             raise ConfigError("the search scores candidates with the momentum copy: use_ema must be on")
-        self.ema: ModelEma | None = ModelEma(self.model, ema_decay) if use_ema else None
-        self.optimizer: torch.optim.Optimizer = self.optimizer_factory(self.model)
-        #: changes of the model so far (growth, supernet, materialisation): re-wrap when it moves
-        self.version = 0
+        #: the model, its momentum copy and the optimizer, paired by name through growth
+        self.net = GrowingModel(
+            adapter, model, operator=self.operator,
+            optimizer_factory=optimizer_factory or (lambda m: build_optimizer(m, 1e-3, 0.05)),
+            carry_optimizer_state=carry_optimizer_state, ema_decay=ema_decay if use_ema else None,
+            ema_warmup=ema_warmup, device=device,
+        )  # fmt: skip
 
         self.epoch = 0  #: the next budget epoch
         self.steps = 0  #: optimizer steps taken (all of them, in budget or not)
@@ -350,8 +284,47 @@ class GrowthController:
         self.stages: list[Stage] = []  #: finished stages (the schedule so far)
         self.searches: list[dict[str, Any]] = []  #: the search records
         self._in_stage = False
-        self._search: _Search | None = None
+        self._search: OneShotGrowthSearch | None = None
         self._stage_start = 0
+
+    # -- what the loop trains (owned by the growing network) -------------------------------------
+
+    @property
+    def model(self) -> nn.Module:
+        return self.net.model
+
+    @property
+    def ema(self) -> ModelEma | None:
+        return self.net.ema
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.net.optimizer
+
+    @property
+    def version(self) -> int:
+        """Changes of the model so far (growth, supernet, materialisation): re-wrap when it moves."""
+        return self.net.version
+
+    @property
+    def device(self) -> torch.device | None:
+        return self.net.device
+
+    @device.setter
+    def device(self, device: torch.device | str | None) -> None:
+        self.net.device = torch.device(device) if device is not None else None
+
+    @property
+    def optimizer_factory(self) -> OptimizerFactory:
+        return self.net.optimizer_factory
+
+    @property
+    def carry_optimizer_state(self) -> bool:
+        return self.net.carry_optimizer_state
+
+    @property
+    def ema_warmup(self) -> bool:
+        return self.net.ema_warmup
 
     # -- the loop's side ------------------------------------------------------------------------
 
@@ -371,8 +344,7 @@ class GrowthController:
     @property
     def skips_blocks(self) -> bool:
         """A supernet is training whose candidates differ in depth (some steps skip blocks)."""
-        s = self._search
-        return s is not None and len({c.depth for c in s.candidates}) > 1
+        return self._search is not None and self._search.skips_blocks
 
     @property
     def schedule(self) -> GrowthSchedule:
@@ -409,42 +381,35 @@ class GrowthController:
         )
 
     def next_config(self) -> SubnetConfig:
-        """The sub-network of the next step: the stage's, or (supernet epochs) a random candidate."""
-        s = self._search
-        if s is None:
+        """The sub-network of the next step: the stage's, or (supernet epochs) a sampled candidate."""
+        if self._search is None:
             assert self.current is not None
             return self.current
-        config = s.candidates[s.rng.randrange(len(s.candidates))]
-        assert s.supernet is not None
-        s.supernet.set_depth(config.depth)
-        s.last = config
-        return config
+        return self._search.next_config()
 
     def end_step(self, seconds: float | None = None, ema_step: int | None = None) -> None:
         """After the optimizer step: update the momentum copy; in a search, record the step's
         ``seconds`` (forward + backward + update, measured by the loop) and take loss snapshots."""
-        if self.ema is not None:
-            self.ema.update(self.model, decay=self._ema_decay(self.steps if ema_step is None else ema_step))
+        self.net.update_ema(self.steps if ema_step is None else ema_step)
         self.steps += 1
-        s = self._search
-        if s is not None:
-            if seconds is not None and s.last is not None:
-                s.times[s.last].append(seconds)
-            s.steps += 1
-            if s.steps in s.snapshot_steps:
-                self._snapshot()
+        if self._search is not None:
+            self._search.end_step(seconds)
 
     def end_epoch(self) -> list[Event]:
         """Finish the epoch: conclude a search after its last supernet epoch, close a finished stage."""
         events: list[Event] = []
         s = self._search
         if s is not None:
-            s.epochs_done += 1
+            last = s.end_epoch()
             if self.recycle:
                 self.epoch += 1
-            if s.epochs_done < s.n_epochs:
+            if not last:
                 return events
-            events.append(self._conclude_search())
+            chosen, record = s.conclude(self.current, self.recycle)
+            self._search = None
+            self.current = chosen
+            self.searches.append(record)
+            events.append(Event("search", s.stage, chosen, record))
         else:
             self.epoch += 1
         if self.epoch >= self.plan[self.stage].end_epoch:
@@ -458,7 +423,7 @@ class GrowthController:
             self._in_stage = False
         return events
 
-    # -- growth and search ----------------------------------------------------------------------
+    # -- stage starts: growth and search --------------------------------------------------------
 
     def _start_stage(self) -> list[Event]:
         k, planned = self.stage, self.plan[self.stage]
@@ -466,9 +431,9 @@ class GrowthController:
         self._stage_start = self.epoch
         if planned.fixed is not None:
             return self._grow_to(planned.fixed)
+        candidates = self.candidate_fn(planned.space, k, self.current)
         if planned.search == "zero-shot":
-            return self._zero_shot_search(k, planned.space)
-        candidates = stage_candidates(planned.space, k, self.current)
+            return self._zero_shot_search(k, candidates)
         if len(candidates) == 1:
             events = self._grow_to(candidates[0])
             only = CandidateResult(candidates[0].resolution, candidates[0].depth, math.nan, math.nan)
@@ -477,122 +442,40 @@ class GrowthController:
             return events + [Event("search", k, candidates[0], record)]
         stage_len = planned.end_epoch - self.epoch
         n = max(1, min(self.search_epochs, stage_len - 1)) if stage_len > 1 else 1
-        s = _Search(k, self.epoch, candidates, n, self.seed * 7919 + k)
-        spe = self.steps_per_epoch
-        s.snapshot_steps = {
-            (n - 1) * spe + round(spe * (i + 1) / self.search_snapshots) for i in range(self.search_snapshots)
-        }
-        assert self.ema is not None
-        if not self.recycle:  # keep the pre-search network (Tab. XI ablation)
-            s.before = (
-                copy.deepcopy(self.model),
-                copy.deepcopy(self.ema.module),
-                _clone_state(state_by_name(self.optimizer)),
-            )
-        if self.current is None:
-            s.supernet = ElasticSupernet.from_scratch(
-                self.adapter, self.model, min(c.depth for c in candidates), self.ema.module
-            )
-        else:
-            s.supernet = ElasticSupernet.grow(
-                self.adapter, self.model, s.widest.depth, self.operator, momentum=self.ema.module
-            )
-        self._rebuild(s.supernet.name_map)
+        s = self._one_shot_search(k, self.epoch, candidates, n, self.seed * 7919 + k)
+        s.build_supernet(self.current, self.recycle)
         self._search = s
         return [Event("supernet", k, s.widest, {"candidates": [c.__dict__ for c in candidates], "epochs": n})]
 
+    def _one_shot_search(
+        self, k: int, start_epoch: int, candidates: list[SubnetConfig], n_epochs: int, seed: int
+    ) -> OneShotGrowthSearch:
+        assert self.score_fn is not None
+        return OneShotGrowthSearch(
+            self.net, k, start_epoch, candidates, n_epochs, steps_per_epoch=self.steps_per_epoch,
+            snapshots=self.search_snapshots, seed=seed, score_fn=self.score_fn, runtime_fn=self.runtime_fn,
+            measure_fn=self.measure_fn, sampling=self.sampling, rule=self.score_rule, broadcast=self.broadcast,
+        )  # fmt: skip
+
     def _grow_to(self, config: SubnetConfig, nested_from: int | None = None) -> list[Event]:
-        """Make the model the stage's sub-network ``config`` (``nested_from``: see :meth:`_shape`)."""
+        """Make the model the stage's sub-network ``config`` (``nested_from``: before the first
+        stage, see :meth:`~autoprog.growth.growing.GrowingModel.reshape`)."""
         first = self.current is None
         self.current = config
-        if config.depth == len(self.adapter.get_blocks(self.model)):
+        if not self.net.grow(config.depth, nested_from if first else None):
             return []
-        momentum = self.ema.module if self.ema is not None else None
-        self._rebuild(self._shape(self.model, momentum, config.depth, nested_from if first else None))
         return [Event("grow", self.stage, config)]
 
-    def _shape(
-        self, model: nn.Module, momentum: nn.Module | None, depth: int, nested_from: int | None
-    ) -> dict[str, str | None]:
-        """Turn ``model`` (and its momentum copy) into the sub-network of ``depth`` blocks, in place, as
-        a stage start does; return the new -> old parameter names.
-
-        After a trained stage this is growth with the controller's operator. Before the first stage
-        (``nested_from``: the smallest candidate depth) nothing is trained yet: the sub-network is the
-        one of the fresh full-depth model that Interpolation from ``nested_from`` blocks nests, as in
-        AutoProg-One's first supernet (Sec. 3.2.3, :meth:`ElasticSupernet.from_scratch`).
-        """
-        if nested_from is None:
-            return self.operator.grow(model, self.adapter, depth, momentum=momentum)
-        supernet = ElasticSupernet.from_scratch(self.adapter, model, nested_from, momentum)
-        made = supernet.name_map
-        return {n: None if o is None else made.get(o) for n, o in supernet.materialise(depth).items()}
-
-    def _zero_shot_search(self, k: int, space: GrowthSpace) -> list[Event]:
-        """AutoProg-Zero at stage ``k``'s start (Sec. 4.2, Eq. 12-19), choosing a growth stage as in
-        Sec. 5.2.3: no supernet, no search epochs (nothing to recycle).
-
-        Every candidate of the stage's growth space (:func:`stage_candidates`, as AutoProg-One's) is
-        built as the stage would train it (:meth:`_shape` on a copy of the model, from the random
-        state the chosen one is then grown from, so even RandInit's new blocks are the same) and
-        scored without training on the probe resized to its resolution: NTK condition number of
-        the logits over all its parameters (Eq. 16), generalised ZiCo over them (Eq. 17), and the
-        runtime term (``runtime_fn``, else ``measure_fn``, else a timed step on the first probe
-        batch). Ranked voting (Eq. 19) picks one; rank 0's numbers decide on every process. The
-        search draws nothing from the run's random streams, and the model grows into the winner.
-        """
+    def _zero_shot_search(self, k: int, candidates: list[SubnetConfig]) -> list[Event]:
+        """AutoProg-Zero at stage ``k``'s start (Sec. 4.2, Eq. 12-19, as in Sec. 5.2.3): no supernet,
+        no search epochs; the model grows into the winner (:class:`ZeroShotGrowthSearch`)."""
         assert self.probe is not None
-        probe, t0 = self.probe, time.perf_counter()
-        candidates = stage_candidates(space, k, self.current)
+        t0 = time.perf_counter()
         nested_from = min(c.depth for c in candidates) if self.current is None else None
-        device = self.device or next(self.model.parameters()).device
-        view = _CandidateNet()
-        resized: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-
-        def batches(c: SubnetConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
-            if c.resolution not in resized:  # the same samples for every candidate, at its resolution
-                resized[c.resolution] = [
-                    (self.adapter.prepare_input(x.to(device), c.resolution), y.to(device))
-                    for x, y in probe.batches
-                ]
-            return resized[c.resolution]
-
-        def configure(c: SubnetConfig) -> None:
-            if view.depth != c.depth:
-                view.net = nn.Identity()  # let the previous candidate go first
-                set_global_rng_states(rng, device)  # the state the chosen one is grown from
-                net = copy.deepcopy(self.model)
-                momentum = None
-                if self.operator.needs_momentum and self.ema is not None and nested_from is None:
-                    momentum = copy.deepcopy(self.ema.module)
-                self._shape(net, momentum, c.depth, nested_from)
-                view.net, view.depth = net, c.depth
-
-        def time_step(c: SubnetConfig) -> float:
-            if self.runtime_fn is not None:
-                return float(self.runtime_fn(c))
-            if self.measure_fn is not None:
-                return float(self.measure_fn(view.net, c))
-            x, y = batches(c)[0]
-            seconds = measure_step_time(lambda: probe.loss_fn(view(x), y).backward(), device=device)
-            for p in view.parameters():
-                p.grad = None
-            return seconds
-
-        rng = global_rng_states(device)
-        try:
-            winner, rows, vote = zero_shot_search(
-                view, candidates, configure, forward=lambda m, x: m(x),
-                loss_fn=lambda m, b: probe.loss_fn(m(b[0]), b[1]),
-                ntk_inputs=lambda c: (torch.cat([x for x, _ in batches(c)])[: probe.ntk_samples],),
-                zico_batches=batches, time_step=time_step, weights=probe.weights, seed=probe.seed,
-            )  # fmt: skip
-        finally:
-            set_global_rng_states(rng, device)
-        view.net = nn.Identity()  # free the last candidate before the model grows
-        resized.clear()
-        winner, rows = self.broadcast((winner, rows))  # measured numbers differ per process: rank 0's
-        chosen = candidates[winner]
+        search = ZeroShotGrowthSearch(
+            self.net, self.probe, runtime_fn=self.runtime_fn, measure_fn=self.measure_fn, broadcast=self.broadcast
+        )
+        chosen, rows, weights = search.choose(candidates, nested_from)
         events = self._grow_to(chosen, nested_from)
         record = {
             "stage": k,
@@ -601,131 +484,24 @@ class GrowthController:
             "search_epochs": 0,
             "candidates": rows,
             "chosen": {"resolution": chosen.resolution, "depth": chosen.depth},
-            "weights": dict(vote.weights),
+            "weights": weights,
             "search_time_s": time.perf_counter() - t0,
         }
         self.searches.append(record)
         return events + [Event("search", k, chosen, record)]
 
-    @torch.no_grad()
-    def _snapshot(self) -> None:
-        s = self._search
-        assert s is not None and s.supernet is not None and self.ema is not None and self.score_fn is not None
-        t0 = time.perf_counter()
-        for c in s.candidates:
-            s.supernet.set_depth(c.depth)
-            s.losses[c].append(float(self.score_fn(self.ema.module, c)))
-        s.scoring_time += time.perf_counter() - t0
-
-    def _conclude_search(self) -> Event:
-        s = self._search
-        assert s is not None and s.supernet is not None and self.ema is not None
-        if not any(s.losses.values()):
-            self._snapshot()  # an epoch shorter than the snapshot schedule: score once at the end
-        measured = []
-        for c in s.candidates:
-            samples = s.times[c][1:] or s.times[c]  # the first sample is warm-up
-            if self.runtime_fn is not None:
-                runtime = float(self.runtime_fn(c))
-            elif samples:
-                runtime = float(sorted(samples)[len(samples) // 2])
-            elif self.measure_fn is not None:
-                s.supernet.set_depth(c.depth)
-                t0 = time.perf_counter()
-                runtime = float(self.measure_fn(self.model, c))
-                s.scoring_time += time.perf_counter() - t0
-            else:
-                runtime = math.inf  # never sampled and nothing to measure it with: never chosen
-            measured.append((sum(s.losses[c]) / len(s.losses[c]), runtime, list(s.losses[c])))
-        measured = self.broadcast(measured)  # the same decision on every process (rank 0's numbers)
-        results = [
-            CandidateResult(c.resolution, c.depth, loss, rt, loss_snapshots=snaps)
-            for c, (loss, rt, snaps) in zip(s.candidates, measured, strict=True)
-        ]
-        finite = [r for r in results if math.isfinite(r.runtime_s)]
-        w = power_law_balancing_factor([r.loss for r in finite], [r.runtime_s for r in finite])
-        chosen = choose(finite, self.score_rule).config
-        if self.recycle:  # weight recycling: the chosen sub-network inherits the supernet's weights
-            self._rebuild(s.supernet.materialise(chosen.depth))
-        else:
-            self._restore_before_search(s, chosen)
-        self._search = None
-        self.current = chosen
-        record = StageSearch(
-            s.stage, s.start_epoch, s.n_epochs, w, results, chosen, time.perf_counter() - s.t0
-        ).to_dict()
-        record["scoring_time_s"] = s.scoring_time
-        self.searches.append(record)
-        return Event("search", s.stage, chosen, record)
-
-    def _restore_before_search(self, s: _Search, chosen: SubnetConfig) -> None:
-        """Without recycling: drop the supernet, grow the pre-search network to the chosen depth."""
-        assert s.before is not None and s.supernet is not None and self.ema is not None
-        pre_model, pre_ema, pre_state = s.before
-        s.supernet.materialise(chosen.depth)
-        if self.current is None:  # no trained network before the first stage: start the chosen one afresh
-            pre_model = self.adapter.create_model(chosen.depth)
-            pre_ema = copy.deepcopy(pre_model)
-        for net, src in ((self.model, pre_model), (self.ema.module, pre_ema)):
-            self.adapter.set_blocks(net, [copy.deepcopy(b) for b in self.adapter.get_blocks(src)])
-            net.load_state_dict(src.state_dict())
-        name_map = self.operator.grow(self.model, self.adapter, chosen.depth, momentum=self.ema.module)
-        self._rebuild(name_map, old_state=pre_state)
-
-    def _rebuild(self, name_map: dict[str, str | None], old_state: dict | None = None) -> None:
-        """After a change of shape: move, re-pair the EMA by name, rebuild the optimizer (state and
-        learning rate carried by name)."""
-        self._to_device()
-        if self.ema is not None:
-            self.ema.module.to(self.device or next(self.model.parameters()).device)
-            self.ema.rebuild(self.model)
-        old_state = state_by_name(self.optimizer) if old_state is None else old_state
-        old_lrs = [g["lr"] for g in self.optimizer.param_groups]
-        self.optimizer = self.optimizer_factory(self.model)
-        new_groups = self.optimizer.param_groups
-        for i, g in enumerate(new_groups):  # per group when the layout is the same, else the first's
-            g["lr"] = old_lrs[i] if len(old_lrs) == len(new_groups) else old_lrs[0]
-        if self.carry_optimizer_state:
-            carry_state(old_state, self.optimizer, name_map)
-        self.version += 1
-
-    def _to_device(self) -> None:
-        if self.device is not None:
-            self.model.to(self.device)
-
-    def _ema_decay(self, step: int) -> float:
-        assert self.ema is not None
-        if not self.ema_warmup:
-            return self.ema.decay
-        return min(self.ema.decay, 1.0 - (1.0 + step) ** (-2.0 / 3.0))
-
     # -- checkpointing ---------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly where the run stands, mid-stage or mid-search:
-        the model's shape (blocks, ReZero wrappers, drop-path rates, the supernet's layout), its
-        weights, the momentum copy, the optimizer state keyed by parameter name, the schedule and
-        searches so far and the search in progress (its sampler's RNG, times and loss snapshots).
-        Plain tensors and Python values only: it loads with ``torch.load(weights_only=True)``."""
+        the model's shape (blocks, ReZero wrappers, the adapter's block state such as drop-path
+        rates, the supernet's layout), its weights, the momentum copy, the optimizer state keyed
+        by parameter name, the schedule and searches so far and the search in progress (its
+        sampler's RNG, times and loss snapshots). Plain tensors and Python values only: it loads
+        with ``torch.load(weights_only=True)``."""
         s = self._search
         if s is not None and not self.recycle:
             raise RuntimeError("a search without weight recycling cannot be checkpointed mid-way")
-        search = None
-        if s is not None:
-            search = {
-                "stage": s.stage,
-                "start_epoch": s.start_epoch,
-                "candidates": [[c.resolution, c.depth] for c in s.candidates],
-                "n_epochs": s.n_epochs,
-                "epochs_done": s.epochs_done,
-                "rng": random_state(s.rng),
-                "times": [s.times[c] for c in s.candidates],
-                "losses": [s.losses[c] for c in s.candidates],
-                "steps": s.steps,
-                "snapshot_steps": sorted(s.snapshot_steps),
-                "scoring_time": s.scoring_time,
-                "elapsed": time.perf_counter() - s.t0,
-            }
         return {
             "epoch": self.epoch,
             "steps": self.steps,
@@ -735,134 +511,33 @@ class GrowthController:
             "searches": self.searches,
             "in_stage": self._in_stage,
             "stage_start": self._stage_start,
-            "version": self.version,
-            "structure": block_structure(self.adapter, self.model),
-            "model": self.model.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "optimizer": _optimizer_state(self.optimizer),
-            "search": search,
+            **self.net.state_dict(),  # version, structure, model, ema, optimizer
+            "search": s.state_dict() if s is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`: rebuild the model to the saved shape, then load everything."""
-        layout = state["structure"].get("layout")
-        if layout is not None:  # an adapter whose blocks are split in groups (a ResNet's stages)
-            model = self.adapter.create_model_from_layout(layout)  # type: ignore[attr-defined]
-        else:
-            model = self.adapter.create_model(len(state["structure"]["blocks"]))
-        apply_block_structure(self.adapter, model, state["structure"])
-        self.model = model
-        self._to_device()
-        if self.ema is not None:
-            self.ema = ModelEma(self.model, self.ema.decay)
-        saved = state["search"]
-        supernet = None
-        if state["structure"]["sources"] is not None:
-            momentum = self.ema.module if self.ema is not None else None
-            supernet = ElasticSupernet(self.adapter, self.model, state["structure"]["sources"], momentum)
-        try:
-            self.model.load_state_dict(state["model"])
-        except RuntimeError as e:
-            raise ConfigError(
-                f"cannot rebuild the checkpoint's grown model with {type(self.adapter).__name__} "
-                f"(its blocks differ from a fresh model of the same depth): {str(e).splitlines()[0]}"
-            ) from None
-        if self.ema is not None:
-            self.ema.module.load_state_dict(state["ema"])
-            self.ema.module.to(self.device or next(self.model.parameters()).device)
-            self.ema.rebuild(self.model)
-        self.optimizer = self.optimizer_factory(self.model)
-        _load_optimizer_state(self.optimizer, state["optimizer"])
+        supernet = self.net.load_state_dict(state)
         self.epoch, self.steps, self.stage = state["epoch"], state["steps"], state["stage"]
         self.current = None if state["current"] is None else SubnetConfig(*state["current"])
         self.stages = list(GrowthSchedule.from_list(state["stages"])) if state["stages"] else []
         self.searches = list(state["searches"])
         self._in_stage, self._stage_start = state["in_stage"], state["stage_start"]
-        self.version = state["version"] + 1  # a new model object: wrappers must be rebuilt
         self._search = None
+        saved = state["search"]
         if saved is not None:
             candidates = [SubnetConfig(*c) for c in saved["candidates"]]
-            s = _Search(saved["stage"], saved["start_epoch"], candidates, saved["n_epochs"], 0)
-            s.epochs_done, s.steps, s.scoring_time = (
-                saved["epochs_done"],
-                saved["steps"],
-                saved["scoring_time"],
-            )
-            set_random_state(saved["rng"], s.rng)
-            s.times = {c: list(t) for c, t in zip(candidates, saved["times"], strict=True)}
-            s.losses = {c: list(v) for c, v in zip(candidates, saved["losses"], strict=True)}
-            s.snapshot_steps = set(saved["snapshot_steps"])
-            s.t0 = time.perf_counter() - saved["elapsed"]
-            s.supernet = supernet
+            s = self._one_shot_search(saved["stage"], saved["start_epoch"], candidates, saved["n_epochs"], 0)
+            s.load_state_dict(saved, supernet)
             self._search = s
 
 
-def block_structure(adapter: ModelAdapter, model: nn.Module) -> dict[str, Any]:
-    """The shape of a model beyond its ``state_dict``: for each block whether it is wrapped in
-    :class:`~autoprog.growth.operators.ReZeroBlock` (how many times) and its drop-path rates, and the supernet's
-    source indices when the blocks are elastic."""
-    from timm.layers import DropPath
-
-    try:
-        container = adapter.get_block_container(model)
-    except AttributeError:  # an adapter whose blocks have no container of their own until elastic
-        container = None
-    blocks = []
-    for block in adapter.get_blocks(model):
-        rates = [
-            float(m.drop_prob) if isinstance(m, DropPath) else 0.0
-            for name, m in block.named_modules()
-            if name.rsplit(".", 1)[-1].startswith("drop_path")
-        ]
-        wraps, inner = 0, block
-        while isinstance(inner, ReZeroBlock):  # a copy of a ReZero block grown again is wrapped twice
-            wraps, inner = wraps + 1, inner.block
-        blocks.append({"rezero": wraps, "drop_path": rates})
-    sources = list(container.sources) if isinstance(container, ElasticBlocks) else None
-    layout = adapter.block_layout(model) if hasattr(adapter, "block_layout") else None
-    return {"blocks": blocks, "sources": sources, "layout": layout}
-
-
-def apply_block_structure(adapter: ModelAdapter, model: nn.Module, structure: dict[str, Any]) -> None:
-    """Give a freshly created model (of the right depth) the ReZero wrappers and drop-path rates of
-    :func:`block_structure` (the elastic layout is applied by :class:`ElasticSupernet`)."""
-    from timm.layers import DropPath
-
-    blocks = adapter.get_blocks(model)
-    out = []
-    for block, spec in zip(blocks, structure["blocks"], strict=True):
-        for _ in range(int(spec["rezero"])):
-            block = ReZeroBlock(block)
-        slots = [
-            (parent, name)
-            for parent in block.modules()
-            for name, child in parent.named_children()
-            if name.startswith("drop_path") and isinstance(child, nn.Identity | DropPath)
-        ]
-        for (parent, name), rate in zip(slots, spec["drop_path"], strict=False):
-            setattr(parent, name, DropPath(rate) if rate > 0 else nn.Identity())
-        out.append(block)
-    adapter.set_blocks(model, out)
-
-
-def _optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Per-parameter state keyed by name, and each group's hyper-parameters (no parameter objects)."""
-    groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-    return {"state": {n: dict(st) for n, st in state_by_name(optimizer).items()}, "groups": groups}
-
-
-def _load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
-    carry_state(saved["state"], optimizer, {n: n for g in optimizer.param_groups for n in g["names"]})
-    if len(saved["groups"]) == len(optimizer.param_groups):
-        for g, sg in zip(optimizer.param_groups, saved["groups"], strict=True):
-            g.update({k: v for k, v in sg.items() if k != "names"})
-
-
-def _clone_state(state: dict[str, dict[str, torch.Tensor]]) -> dict[str, dict[str, torch.Tensor]]:
-    return {
-        n: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in st.items()}
-        for n, st in state.items()
-    }
-
-
-__all__ = ["Event", "EpochSpec", "GrowthController", "PlannedStage", "ZeroShotProbe", "create_plan"]
+__all__ = [
+    "EpochSpec",
+    "Event",
+    "GrowthController",
+    "PlannedStage",
+    "SearchKind",
+    "ZeroShotProbe",
+    "create_plan",
+]

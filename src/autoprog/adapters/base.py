@@ -1,14 +1,22 @@
-"""The small protocol every model adapter implements, and the adapter factory.
+"""The small protocol every model adapter implements, and the registry of adapter families.
 
 The core (schedules, operators, search) knows nothing of any one model: it asks the adapter for
 the model's blocks, for a fresh block, and to run the model at a resolution. One file per model
-family implements it (``timm_vit.py`` for timm ViT / DeiT).
+family implements it (``timm_vit.py`` for timm ViT / DeiT, ``torchvision_resnet.py``) and registers
+the family (:func:`register_adapter`), so :func:`create_adapter` and :func:`check_model_name` find it
+by name without this module knowing any family.
+
+Two optional method pairs describe a grown model's shape beyond its weights, for checkpoints
+(:mod:`autoprog.growth.structure`): :class:`DescribesBlocks` (per-block state the adapter's
+family has, such as a ViT block's drop-path rates) and :class:`HasBlockLayout` (blocks split in
+groups, such as a ResNet's stages).
 """
 
 from __future__ import annotations
 
-import difflib
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -55,12 +63,86 @@ class ModelAdapter(Protocol):
         ...
 
 
+@runtime_checkable
+class DescribesBlocks(Protocol):
+    """Optional: an adapter whose blocks hold state beyond their weights that a fresh block of the
+    same kind lacks (a ViT block's drop-path rates, set at growth). Checkpoints record it per block
+    and a restored model gets it back; a model without such state needs neither method."""
+
+    def block_state(self, block: nn.Module) -> dict[str, Any]:
+        """Plain values (for ``torch.load(weights_only=True)``) describing ``block``."""
+        ...
+
+    def restore_block_state(self, block: nn.Module, state: dict[str, Any]) -> None:
+        """Give a freshly created ``block`` the :meth:`block_state` it had (in place)."""
+        ...
+
+
+@runtime_checkable
+class HasBlockLayout(Protocol):
+    """Optional: an adapter whose blocks are split in groups a grown model need not split as a fresh
+    one of the same depth (a ResNet's stages: copies stay in their source's stage)."""
+
+    def block_layout(self, model: nn.Module) -> list[int]:
+        """Blocks per group of ``model``."""
+        ...
+
+    def create_model_from_layout(self, layout: list[int]) -> nn.Module:
+        """A freshly initialised model with ``layout[i]`` blocks in group ``i``."""
+        ...
+
+
 def resize_input(x: torch.Tensor, resolution: int) -> torch.Tensor:
     """Resize an image batch ``(N, C, H, W)`` to ``resolution``² (bilinear, antialiased when shrinking)."""
     if x.shape[-2:] == (resolution, resolution):
         return x
     shrink = resolution < x.shape[-1] or resolution < x.shape[-2]
     return F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=shrink)
+
+
+#: The options of :func:`create_adapter` beyond the data's shape; a family takes some of them.
+ADAPTER_OPTIONS: frozenset[str] = frozenset({"patch_size", "depth", "drop_path_rate"})
+
+
+@dataclass(frozen=True)
+class AdapterFamily:
+    """A family of models an adapter exists for, as its module registers it (:func:`register_adapter`).
+
+    Attributes:
+        name: the family, for messages (``"timm ViT/DeiT"``).
+        matches: ``matches(model) -> bool``, whether a model name belongs to the family (a cheap
+            test, such as a name prefix).
+        check: ``check(model)`` raises :class:`ConfigError` unless the name is one of the family's
+            models; cheap (builds nothing), so configurations check names before any work.
+        create: ``create(model, *, img_size, in_chans, num_classes, **options) -> ModelAdapter``.
+        options: which of :data:`ADAPTER_OPTIONS` the family takes (the others are not passed).
+        hint: how the message for an unknown model names the family (``"a torchvision ResNet (...)"``).
+    """
+
+    name: str
+    matches: Callable[[str], bool]
+    check: Callable[[str], None]
+    create: Callable[..., ModelAdapter]
+    options: frozenset[str]
+    hint: str
+
+
+_FAMILIES: dict[str, AdapterFamily] = {}
+
+
+def register_adapter(family: AdapterFamily) -> AdapterFamily:
+    """Make ``family`` known to :func:`create_adapter` and :func:`check_model_name` (timm's
+    ``register_model`` habit): each adapter module registers its own family when imported, and
+    ``autoprog.adapters`` imports them all. Registering a name again replaces the family."""
+    if not family.options <= ADAPTER_OPTIONS:
+        raise ValueError(f"unknown adapter options {sorted(family.options - ADAPTER_OPTIONS)}")
+    _FAMILIES[family.name] = family
+    return family
+
+
+def adapter_family(model: str) -> AdapterFamily | None:
+    """The registered family whose names include ``model`` (``None`` when none does)."""
+    return next((f for f in _FAMILIES.values() if f.matches(model)), None)
 
 
 def create_adapter(
@@ -73,64 +155,37 @@ def create_adapter(
     depth: int | None = None,
     drop_path_rate: float = 0.0,
 ) -> ModelAdapter:
-    """Adapter factory for a model name.
+    """Adapter factory for a model name, through the registered families.
 
     Any timm Vision Transformer name (``vit_*``, ``deit_*``) is accepted, with ``img_size``,
     ``patch_size``, ``depth`` and ``in_chans`` overrides, and torchvision ResNets (``resnet18``,
     ``resnet34``, ``resnet50``, ``resnet101``; ``depth`` = growable residual blocks, ``patch_size``
-    ignored). ``None`` arguments keep the model's defaults.
+    ignored). ``None`` arguments keep the model's defaults; options a family does not take are
+    not passed to it.
     """
-    from autoprog.adapters.timm_vit import TimmViTAdapter
-    from autoprog.adapters.torchvision_resnet import TorchvisionResNetAdapter
-
     check_model_name(model)
-    if model.startswith("resnet"):
-        return TorchvisionResNetAdapter(model, img_size=img_size, in_chans=in_chans, num_classes=num_classes, depth=depth)
-    return TimmViTAdapter(
-        model,
-        img_size=img_size,
-        in_chans=in_chans,
-        num_classes=num_classes,
-        patch_size=patch_size,
-        depth=depth,
-        drop_path_rate=drop_path_rate,
-    )
-
-
-#: Name prefixes of the timm models :class:`~autoprog.adapters.timm_vit.TimmViTAdapter` takes.
-VIT_PREFIXES: tuple[str, ...] = ("vit_", "deit_", "deit3_")
+    family = adapter_family(model)
+    assert family is not None  # check_model_name found it
+    options = {"patch_size": patch_size, "depth": depth, "drop_path_rate": drop_path_rate}
+    taken = {k: v for k, v in options.items() if k in family.options}
+    return family.create(model, img_size=img_size, in_chans=in_chans, num_classes=num_classes, **taken)
 
 
 def check_model_name(model: str) -> None:
     """Raise :class:`ConfigError` unless ``model`` names a model family an adapter exists for.
 
-    Cheap (builds nothing), so configurations check names before any data is read: a torchvision
-    ResNet name, or a registered timm ViT/DeiT name. Whether a timm model can really be grown is
-    only known once its adapter builds it (see :class:`~autoprog.adapters.timm_vit.TimmViTAdapter`).
+    Cheap (builds nothing), so configurations check names before any data is read: the family
+    whose names include ``model`` checks it (a torchvision ResNet name, a registered timm ViT/DeiT
+    name). Whether a timm model can really be grown is only known once its adapter builds it (see
+    :class:`~autoprog.adapters.timm_vit.TimmViTAdapter`).
     """
     if not isinstance(model, str):
         raise ConfigError(f"--model must be a model name, got {model!r}")
-    if model.startswith("resnet"):
-        from autoprog.adapters.torchvision_resnet import _SPECS
-
-        if model not in _SPECS:
-            raise ConfigError(f"unknown ResNet {model!r}; choose from {', '.join(_SPECS)}")
-        return
-    if model.startswith(VIT_PREFIXES):
-        import timm
-
-        if not timm.is_model(model):
-            close = difflib.get_close_matches(model, timm.list_models([p + "*" for p in VIT_PREFIXES]), n=3)
-            hint = f"did you mean {', '.join(close)}? " if close else ""
-            raise ConfigError(
-                f"unknown timm model {model!r}; {hint}any timm ViT/DeiT name works "
-                "(list them with: python -c \"import timm; print(timm.list_models('vit_*'))\")"
-            )
-        return
-    raise ConfigError(
-        f"unknown model {model!r}: use a timm Vision Transformer name such as vit_tiny_patch16_224, "
-        "vit_small_patch16_224 or deit_tiny_patch16_224, or a torchvision ResNet (resnet18, resnet34, resnet50, resnet101)"
-    )
+    family = adapter_family(model)
+    if family is None:
+        hints = ", or ".join(f.hint for f in _FAMILIES.values())
+        raise ConfigError(f"unknown model {model!r}: use {hints}")
+    family.check(model)
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:

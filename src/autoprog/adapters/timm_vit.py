@@ -9,15 +9,17 @@ Number of patches: the input is resized to the stage's resolution; the model is 
 from __future__ import annotations
 
 import copy
+import difflib
+from typing import Any
 
 import timm
 import torch
-from timm.layers import resample_abs_pos_embed
+from timm.layers import DropPath, resample_abs_pos_embed
 from timm.models import named_apply
 from timm.models.vision_transformer import VisionTransformer, init_weights_vit_timm
 from torch import nn
 
-from autoprog.adapters.base import resize_input
+from autoprog.adapters.base import AdapterFamily, register_adapter, resize_input
 from autoprog.errors import ConfigError
 from autoprog.growth.schedule import SubnetConfig
 
@@ -133,3 +135,55 @@ class TimmViTAdapter:
     def grid(self, resolution: int) -> tuple[int, int]:
         """Patch grid of an input of ``resolution`` pixels."""
         return (resolution // self.patch_size, resolution // self.patch_size)
+
+    # Block state beyond the weights (adapters.base.DescribesBlocks) --------------------------
+    def block_state(self, block: nn.Module) -> dict[str, Any]:
+        """The block's stochastic-depth rates, one per ``drop_path*`` slot (0 for an ``Identity``):
+        growth sets them per block (``set_drop_path``), a fresh block has the model's defaults."""
+        rates = [
+            float(m.drop_prob) if isinstance(m, DropPath) else 0.0
+            for name, m in block.named_modules()
+            if name.rsplit(".", 1)[-1].startswith("drop_path")
+        ]
+        return {"drop_path": rates}
+
+    def restore_block_state(self, block: nn.Module, state: dict[str, Any]) -> None:
+        """Put :meth:`block_state`'s rates back into the block's ``drop_path*`` slots (``DropPath``
+        for a positive rate, ``Identity`` otherwise, as timm builds them)."""
+        slots = [
+            (parent, name)
+            for parent in block.modules()
+            for name, child in parent.named_children()
+            if name.startswith("drop_path") and isinstance(child, nn.Identity | DropPath)
+        ]
+        for (parent, name), rate in zip(slots, state.get("drop_path", []), strict=False):
+            setattr(parent, name, DropPath(rate) if rate > 0 else nn.Identity())
+
+
+#: Name prefixes of the timm models :class:`TimmViTAdapter` takes.
+VIT_PREFIXES: tuple[str, ...] = ("vit_", "deit_", "deit3_")
+
+
+def check_vit_name(model: str) -> None:
+    """Raise :class:`ConfigError` unless ``model`` is a registered timm model (builds nothing)."""
+    if not timm.is_model(model):
+        close = difflib.get_close_matches(model, timm.list_models([p + "*" for p in VIT_PREFIXES]), n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ConfigError(
+            f"unknown timm model {model!r}; {hint}any timm ViT/DeiT name works "
+            "(list them with: python -c \"import timm; print(timm.list_models('vit_*'))\")"
+        )
+
+
+register_adapter(
+    AdapterFamily(
+        name="timm ViT/DeiT",
+        matches=lambda model: model.startswith(VIT_PREFIXES),
+        check=check_vit_name,
+        create=TimmViTAdapter,
+        options=frozenset({"patch_size", "depth", "drop_path_rate"}),
+        hint="a timm Vision Transformer name such as vit_tiny_patch16_224, vit_small_patch16_224 or deit_tiny_patch16_224",
+    )
+)
+
+__all__ = ["VIT_PREFIXES", "TimmViTAdapter", "check_vit_name", "resample_pos_embed"]

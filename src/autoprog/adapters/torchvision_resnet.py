@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 
-from autoprog.adapters.base import resize_input
+from autoprog.adapters.base import AdapterFamily, register_adapter, resize_input
 from autoprog.errors import ConfigError
 from autoprog.growth.schedule import SubnetConfig
 
@@ -184,4 +184,21 @@ def resnet_from_model(model: nn.Module) -> list[int]:
     return [len(list(getattr(model, n))) if not isinstance(getattr(model, n), _StageView) else -1 for n in _STAGES]
 
 
-__all__ = ["TorchvisionResNetAdapter"]
+def check_resnet_name(model: str) -> None:
+    """Raise :class:`ConfigError` unless ``model`` is one of the ResNets the adapter builds."""
+    if model not in _SPECS:
+        raise ConfigError(f"unknown ResNet {model!r}; choose from {', '.join(_SPECS)}")
+
+
+register_adapter(
+    AdapterFamily(
+        name="torchvision ResNet",
+        matches=lambda model: model.startswith("resnet"),
+        check=check_resnet_name,
+        create=TorchvisionResNetAdapter,
+        options=frozenset({"depth"}),
+        hint=f"a torchvision ResNet ({', '.join(_SPECS)})",
+    )
+)
+
+__all__ = ["TorchvisionResNetAdapter", "check_resnet_name"]

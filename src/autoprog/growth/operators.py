@@ -186,7 +186,7 @@ class GrowthOperator:
         Returns:
             For every parameter of the grown model, the name it had before growth (a copy maps to
             its source's name), or ``None`` for a freshly initialised one. Optimizer state can be
-            carried across growth by name with it (:func:`autoprog.train.optim.carry_state`).
+            carried across growth by name with it (:func:`autoprog.optim.carry_state`).
         """
         blocks = adapter.get_blocks(model)
         old_names = {id(p): n for n, p in model.named_parameters()}

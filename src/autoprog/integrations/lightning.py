@@ -59,7 +59,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 
 from autoprog.controller import Event, GrowthController
 from autoprog.errors import ConfigError
-from autoprog.search.one_shot import measure_step_times
+from autoprog.search.step_times import StepTimes
 from autoprog.search.voting import DEFAULT_WEIGHTS
 from autoprog.search.zero_shot import zero_shot_search
 from autoprog.unfreeze.schedule import (
@@ -576,18 +576,16 @@ class ProgressiveUnfreezing(BaseFinetuning):
         def forward(module: nn.Module, *inputs: Tensor) -> Tensor:
             return probe_forward(module, rebuild(inputs))
 
-        new = [c for c in candidates if c not in self._step_times]  # measured once per run, interleaved
-        seconds = measure_step_times(
-            len(new),
-            lambda i: self._configure(pl_module, new[i]),
-            lambda i: probe_loss(pl_module, batches[0]).backward(),
+        # Step times: measured once per run, new candidates in interleaved rounds (cached).
+        StepTimes(
+            pl_module,
+            lambda c: self._configure(pl_module, c),
+            lambda c: lambda: probe_loss(pl_module, batches[0]).backward(),
             repeats=self.time_repeats,
             warmup=1,
             device=device,
-        )
-        for p in pl_module.parameters():
-            p.grad = None
-        self._step_times.update(zip(new, seconds, strict=True))
+            cache=self._step_times,
+        ).measure(candidates)
 
         index, rows, vote = zero_shot_search(
             pl_module,

@@ -62,8 +62,13 @@ def check_source(path: str | Path) -> str:
 def create_finetune_task(
     model_dir: Path, cfg: FinetuneConfig, *, num_stages: int, device: torch.device
 ) -> FinetuneTask:
-    """The :class:`FinetuneTask` for the source folder ``model_dir`` (see the module docstring)."""
+    """The :class:`FinetuneTask` for the source folder ``model_dir`` (see the module docstring).
+
+    The options that depend on the source's family are checked here
+    (:meth:`~autoprog.train.config.FinetuneConfig.check_source_kind`), and each family's task checks
+    its folder, so a configuration validated without ``check_source`` gets the same errors here."""
     kind = source_kind(model_dir)
+    cfg.check_source_kind(kind)
     if kind == "classifier":
         from autoprog.tasks.classifier import create_classifier_task
 

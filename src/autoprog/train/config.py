@@ -2,9 +2,13 @@
 
 ``validate()`` checks every field before any work starts and raises :class:`ConfigError` with a
 one-line message naming the option (``--epochs``, ...) and the value; it builds no model and reads
-no data (only a ``--schedule`` file, which is small). The CLI prints that message without a
-traceback; library users get the same errors from :func:`~autoprog.train.pretrain.pretrain` and
-:func:`~autoprog.train.finetune.finetune`, which call ``validate()`` first.
+no data (only a ``--schedule`` file, which is small). Names are checked against the registries
+below this layer (adapter families, datasets, growth operators). What only the fine-tuning tasks
+know, a source folder's family, is given to :meth:`FinetuneConfig.validate` by its caller (the CLI
+passes :func:`autoprog.tasks.check_source`); this module imports no task. The CLI prints the
+message without a traceback; library users get the same errors from
+:func:`~autoprog.train.pretrain.pretrain` and :func:`~autoprog.train.finetune.finetune`, which call
+``validate()`` first (a fine-tuning source folder's own checks then come when its task is created).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -96,7 +101,7 @@ class PretrainConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` (one line: the option, the value, what is valid) on the first bad field."""
-        from autoprog.adapters.base import VIT_PREFIXES, check_model_name
+        from autoprog.adapters.base import adapter_family, check_model_name
         from autoprog.data.datasets import check_dataset_name
         from autoprog.growth.operators import OPERATORS
 
@@ -138,12 +143,8 @@ class PretrainConfig:
         for name in ("test_subset", "train_subset", "patch_size", "depth", "img_size", "threads"):
             if getattr(self, name) is not None:
                 _at_least(name, getattr(self, name), 1)
-        if (
-            self.img_size is not None
-            and self.patch_size is not None
-            and self.model.startswith(VIT_PREFIXES)
-            and self.img_size % self.patch_size
-        ):
+        takes_patches = "patch_size" in getattr(adapter_family(self.model), "options", ())
+        if self.img_size is not None and self.patch_size is not None and takes_patches and self.img_size % self.patch_size:
             raise ConfigError(
                 f"--img-size {self.img_size} is not a multiple of the patch size {self.patch_size}"
             )
@@ -192,6 +193,10 @@ def parse_vote_weights(text: str) -> dict[str, float]:
         raise ConfigError(f"--vote-weights keys are time, ntk, zico (time required), got {sorted(out)}")
     return out
 
+
+#: ``check_source(folder) -> kind``: checks a fine-tuning source folder without building anything and
+#: names its family (``"dit"``, ``"text-to-image"``, ``"classifier"``); raises :class:`ConfigError`.
+SourceCheck = Callable[[str], str]
 
 FINETUNE_METHODS: tuple[str, ...] = (
     "full",
@@ -281,22 +286,35 @@ class FinetuneConfig:
         """``vote_weights`` parsed: ``"time=1,ntk=0.5,zico=0.5"`` -> dict (:func:`parse_vote_weights`)."""
         return parse_vote_weights(self.vote_weights)
 
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` (one line: the option, the value, what is valid) on the first bad field."""
+    def validate(self, check_source: SourceCheck | None = None) -> None:
+        """Raise :class:`ConfigError` (one line: the option, the value, what is valid) on the first bad field.
+
+        Args:
+            check_source: ``check_source(folder) -> kind``: the family's own checks of a source
+                folder (nothing is built) and its family (``"dit"``, ``"text-to-image"``,
+                ``"classifier"``). The command line passes :func:`autoprog.tasks.check_source`, so a
+                bad folder is refused before any work. Without it, a folder source is only checked
+                to exist here; its family and the options that depend on it
+                (:meth:`check_source_kind`) are checked where the task is created
+                (:func:`autoprog.tasks.create_finetune_task`), with the same messages.
+        """
         from autoprog.data.datasets import check_dataset_name
-        from autoprog.tasks import check_source
         from autoprog.train.source import SOURCE_RECIPES
 
         _check_field_types(self)
         _check_reliability(self)
         if self.method not in FINETUNE_METHODS:
             raise ConfigError(f"unknown method {self.method!r}; choose from {', '.join(FINETUNE_METHODS)}")
-        if self.model not in SOURCE_RECIPES:
+        kind: str | None = None
+        if self.model in SOURCE_RECIPES:
+            kind = SOURCE_RECIPES[self.model].get("kind", "dit")
+        else:
             if not _exists(self.model):
                 raise ConfigError(
                     f"--model {self.model!r} is neither a folder nor a built-in source ({', '.join(SOURCE_RECIPES)})"
                 )
-            check_source(self.model)
+            if check_source is not None:
+                kind = check_source(self.model)
         check_dataset_name(self.data)
         _at_least("steps", self.steps, 1)
         _in_interval("ratio", self.ratio, 0.0, 1.0, low_open=True)
@@ -340,13 +358,12 @@ class FinetuneConfig:
             require_tensorboard()
         self.weights()
         self._check_text_to_image()
+        if kind is not None:
+            self.check_source_kind(kind)
 
     def _check_text_to_image(self) -> None:
-        """The text-to-image options: well-formed, DreamBooth's only with ``--instance-prompt``, and
-        all of them only with a text-to-image source."""
+        """The text-to-image options: well-formed, DreamBooth's only with ``--instance-prompt``."""
         from autoprog.eval.clip_score import check_score_model
-        from autoprog.tasks import source_kind
-        from autoprog.train.source import SOURCE_RECIPES
 
         for name in ("instance_prompt", "class_noun"):
             value = getattr(self, name)
@@ -362,6 +379,10 @@ class FinetuneConfig:
             check_score_model(self.clip_model, "clip")
         if self.dino_model is not None:
             check_score_model(self.dino_model, "dino")
+
+    def check_source_kind(self, kind: str) -> None:
+        """Refuse options the source's family does not have: the text-to-image options (DreamBooth,
+        the text encoder, CLIP-T / DINO) with a source of another ``kind`` (``"dit"``, ``"classifier"``)."""
         used = [
             name
             for name in (
@@ -374,14 +395,11 @@ class FinetuneConfig:
             )
             if getattr(self, name) not in (None, False)
         ]
-        if used:
-            recipe = SOURCE_RECIPES.get(self.model)
-            kind = recipe.get("kind", "dit") if recipe is not None else source_kind(self.model)
-            if kind != "text-to-image":
-                raise ConfigError(
-                    f"{_flag(used[0])} is for text-to-image sources (a pipeline with unet/ + text_encoder/), "
-                    f"not the {kind} source {self.model!r}"
-                )
+        if used and kind != "text-to-image":
+            raise ConfigError(
+                f"{_flag(used[0])} is for text-to-image sources (a pipeline with unet/ + text_encoder/), "
+                f"not the {kind} source {self.model!r}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)

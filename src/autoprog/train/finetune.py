@@ -47,12 +47,13 @@ from autoprog.ema import ModelEma
 from autoprog.errors import AutoprogError, ConfigError, NonFiniteLoss
 from autoprog.flops import count_train_flops
 from autoprog.memory import peak_memory_bytes, reset_peak_memory
-from autoprog.search.one_shot import measure_step_times, power_law_score
+from autoprog.optim import build_optimizer, carry_state, state_by_name
+from autoprog.search.step_times import StepTimes
+from autoprog.search.supernet import SupernetSearch
 from autoprog.search.zero_shot import zero_shot_search as search_zero_shot
 from autoprog.tasks import FinetuneTask, create_finetune_task
 from autoprog.train.config import PROGRESSIVE_FINETUNE_METHODS, FinetuneConfig, check_same_config
 from autoprog.train.loader import BatchSource
-from autoprog.train.optim import build_optimizer, carry_state, state_by_name
 from autoprog.train.pretrain import (
     _append_log,
     _is_tty,
@@ -426,30 +427,16 @@ def _finetune(
         once per run (candidates recur across stages; the model's cost does not change), the new ones
         in interleaved rounds; with ``--search-runtime flops``, the step's training FLOPs instead
         (deterministic). Fills ``step_times``."""
-        new = [c for c in dict.fromkeys(cs) if c not in step_times]
-        if cfg.search_runtime == "flops":
-            for c in new:
-                configure(c)
-                step_times[c] = float(flops_of(c) * cfg.batch_size)
-            return
-        probes = [
-            tuple(  # one training batch of probe samples (repeated if the probe set is smaller)
+        def step_for(c: UnfreezeConfig) -> Callable[[], object]:
+            probe = tuple(  # one training batch of probe samples (repeated if the probe set is smaller)
                 v.repeat((cfg.batch_size + len(v) - 1) // len(v), *[1] * (v.ndim - 1))[: cfg.batch_size]
                 for v in probe_batch(c.resolution, 0, cfg.batch_size)
             )
-            for c in new
-        ]
-        seconds = measure_step_times(
-            len(new),
-            lambda i: configure(new[i]),
-            lambda i: task.probe_loss(model, probes[i]).backward(),
-            repeats=cfg.time_repeats,
-            warmup=1,
-            device=device,
-        )
-        for p in model.parameters():
-            p.grad = None
-        step_times.update(zip(new, seconds, strict=True))
+            return lambda: task.probe_loss(model, probe).backward()
+
+        flops = (lambda c: float(flops_of(c) * cfg.batch_size)) if cfg.search_runtime == "flops" else None
+        StepTimes(model, configure, step_for, runtime=flops, repeats=cfg.time_repeats, warmup=1, device=device,
+                  cache=step_times).measure(cs)  # fmt: skip
 
     def zero_shot_search(k: int, current: UnfreezeConfig | None) -> tuple[UnfreezeConfig, dict[str, Any]]:
         """AutoProg-Zero (Sec. 4.2, Eq. 12-19): NTK condition number, ZiCo and time per candidate,
@@ -486,61 +473,52 @@ def _finetune(
         checkpoint: Callable[[dict[str, Any]], None],
         saved_search: dict[str, Any] | None = None,
     ) -> tuple[UnfreezeConfig, dict[str, Any]]:
-        """AutoProg-One for fine-tuning (Sec. 5.1.2): train with a random candidate per step for a
+        """AutoProg-One for fine-tuning (Sec. 5.1.2): train the candidates in shuffled rounds for a
         part of the stage (these steps count: weight recycling), rank by average loss x time (Eq. 6).
 
         ``checkpoint(search_state)`` saves the run mid-search every ``--checkpoint-every`` steps;
         ``saved_search`` is such a state to continue from."""
         t0 = time.perf_counter() - (saved_search["elapsed_s"] if saved_search is not None else 0.0)
         candidates = zero_shot_candidates(space, k, current)
+        # Shuffled rounds: each candidate trains once in every len(candidates) steps, so every one is
+        # scored (a random choice per step could leave one untrained); scored by its training losses.
+        search = SupernetSearch(candidates, sampling="rounds", seed=cfg.seed * 1_000_003 + k * 7919,
+                                score_source="training-loss")  # fmt: skip
         if saved_search is None:
-            n_steps, done = max(len(candidates), int(cfg.search_fraction * (end_step - step))), 0
-            losses: dict[UnfreezeConfig, list[float]] = {c: [] for c in candidates}
+            n_steps = max(len(candidates), int(cfg.search_fraction * (end_step - step)))
         else:
             if saved_search["candidates"] != [[c.resolution, c.level] for c in candidates]:
                 raise ConfigError(
                     f"--resume: the checkpoint's stage-{k} search has other candidates than this run's"
                 )
-            n_steps, done = saved_search["n_steps"], saved_search["done"]
-            losses = {c: list(v) for c, v in zip(candidates, saved_search["losses"], strict=True)}
+            n_steps = saved_search["n_steps"]
+            search.load_state_dict({"steps": saved_search["done"], "losses": saved_search["losses"]})
         widest = max(candidates, key=lambda c: c.level)
         configure(widest)
         rebuild(
             supernet=len({c.level for c in candidates}) > 1
         )  # the optimizer covers every candidate's parameters; frozen ones get no grad
-        def candidate_at(i: int) -> UnfreezeConfig:
-            """Shuffled rounds: each candidate trains once in every ``len(candidates)`` steps, so
-            every one is scored (a random choice per step could leave one untrained)."""
-            r, j = divmod(i, len(candidates))
-            order = list(range(len(candidates)))
-            random.Random(cfg.seed * 1_000_003 + k * 7919 + r).shuffle(order)
-            return candidates[order[j]]
-
-        for i in range(done, n_steps):
-            c = candidate_at(i)
+        for i in range(search.steps, n_steps):
+            c = search.next_candidate()
             configure(c)
-            losses[c].append(train_step(c, data_resolution=max(x.resolution for x in candidates)))
-            emit({"event": "step", "step": step - 1, "stage": k, "loss": losses[c][-1], "supernet": True,
+            search.record_step(loss=train_step(c, data_resolution=max(x.resolution for x in candidates)))
+            emit({"event": "step", "step": step - 1, "stage": k, "loss": search.losses[c][-1], "supernet": True,
                   "resolution": c.resolution, "level": c.level})  # fmt: skip
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                 checkpoint({"candidates": [[c.resolution, c.level] for c in candidates],
-                            "losses": [losses[c] for c in candidates], "n_steps": n_steps, "done": i + 1,
+                            "losses": [search.losses[c] for c in candidates], "n_steps": n_steps, "done": i + 1,
                             "elapsed_s": time.perf_counter() - t0})  # fmt: skip
         time_steps(candidates)
-        times = [step_times[c] for c in candidates]
-        mean_loss = [sum(v) / len(v) if v else math.inf for v in losses.values()]
-        mean_loss, times = ctx.broadcast((mean_loss, times))  # rank 0's numbers decide for every process
-        scored = [i for i, v in enumerate(mean_loss) if math.isfinite(v)]  # all of them unless diverged
-        scores = [math.inf] * len(candidates)
-        for i, v in zip(scored, power_law_score([mean_loss[i] for i in scored], [times[i] for i in scored]), strict=True):
-            scores[i] = v
-        best = min(range(len(candidates)), key=lambda i: (scores[i], times[i]))
-        rows = [{"resolution": c.resolution, "level": c.level, "loss": mean_loss[i], "time": times[i], "score": scores[i],
-                 "steps": len(losses[c])} for i, c in enumerate(candidates)]  # fmt: skip
+        # Eq. 6 over the mean losses and step times; rank 0's numbers decide for every process.
+        decision = search.decide([step_times[c] for c in candidates], broadcast=ctx.broadcast)
+        rows = [{"resolution": c.resolution, "level": c.level, "loss": decision.losses[i], "time": decision.runtimes[i],
+                 "score": math.inf if decision.scores[i] is None else decision.scores[i],
+                 "steps": len(search.losses[c])} for i, c in enumerate(candidates)]  # fmt: skip
+        chosen = decision.chosen
         record = {"stage": k, "start_step": step - n_steps, "supernet_steps": n_steps, "candidates": rows,
-                  "chosen": {"resolution": candidates[best].resolution, "level": candidates[best].level},
+                  "chosen": {"resolution": chosen.resolution, "level": chosen.level},
                   "search_time_s": time.perf_counter() - t0}  # fmt: skip
-        return candidates[best], record
+        return chosen, record
 
     # The stages. A resumed run restores its state here, after the set-up (which draws from the
     # global random generators exactly as the interrupted run did).

@@ -42,10 +42,10 @@ from autoprog.flops import FlopTable
 from autoprog.growth.operators import create_operator
 from autoprog.growth.schedule import GrowthSchedule, GrowthSpace, SubnetConfig
 from autoprog.memory import peak_memory_bytes, reset_peak_memory
+from autoprog.optim import build_optimizer, cosine_lr, set_lr
 from autoprog.search.one_shot import measure_step_time
 from autoprog.train.config import PretrainConfig, check_same_config
 from autoprog.train.loader import BatchSource
-from autoprog.train.optim import build_optimizer, cosine_lr, set_lr
 from autoprog.train.regularization import StageRegularization, adaptive_regularization, set_drop_path
 
 

@@ -1,8 +1,14 @@
-"""Optimizer and learning-rate schedule, rebuilt at every growth and keyed by parameter name."""
+"""Optimizer and learning-rate schedule, rebuilt at every growth and keyed by parameter name.
+
+Part of the core: the growth controller rebuilds the optimizer after every change of shape and
+carries AdamW's moments to the grown parameters by name (:func:`carry_state` with the operator's
+new -> old name map); checkpoints store the state by name too (:func:`named_state_dict`).
+"""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -84,3 +90,27 @@ def carry_state(
             new_optimizer.state[p] = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
             carried += 1
     return carried
+
+
+def named_state_dict(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimizer's state for a checkpoint: per-parameter state keyed by name (``"state"``) and
+    each group's hyper-parameters without the parameter objects (``"groups"``)."""
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    return {"state": {n: dict(st) for n, st in state_by_name(optimizer).items()}, "groups": groups}
+
+
+def load_named_state_dict(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """Restore :func:`named_state_dict` into an optimizer over the same parameter names; group
+    hyper-parameters (learning rates, ...) are restored when the groups are laid out alike."""
+    carry_state(saved["state"], optimizer, {n: n for g in optimizer.param_groups for n in g["names"]})
+    if len(saved["groups"]) == len(optimizer.param_groups):
+        for g, sg in zip(optimizer.param_groups, saved["groups"], strict=True):
+            g.update({k: v for k, v in sg.items() if k != "names"})
+
+
+def clone_state(state: dict[str, dict[str, torch.Tensor]]) -> dict[str, dict[str, torch.Tensor]]:
+    """A copy of :func:`state_by_name`'s result that later optimizer steps leave unchanged."""
+    return {
+        n: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in st.items()}
+        for n, st in state.items()
+    }
