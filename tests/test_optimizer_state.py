@@ -3,7 +3,7 @@
 Every parameter of the grown network takes the optimizer state of its *growth source* (the old
 block :func:`~autoprog.growth.depth_sources` says it copies), never that of the old parameter that
 happens to have the same name; brand-new parameters (RandInit's blocks, ReZero's ``alpha``) start
-without state. Checked on the functional path (:func:`~autoprog.train.optim.carry_state` with the
+without state. Checked on the functional path (:func:`~autoprog.optim.carry_state` with the
 operator's name map) and through :class:`~autoprog.controller.GrowthController` growing a Prog plan.
 """
 
@@ -24,7 +24,7 @@ from autoprog.growth import (
     create_operator,
     depth_sources,
 )
-from autoprog.train.optim import build_optimizer, carry_state, state_by_name
+from autoprog.optim import build_optimizer, carry_state, state_by_name
 
 OPERATORS = ["interpolation", "stacking", "randinit", "identity"]
 
