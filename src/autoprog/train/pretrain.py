@@ -333,7 +333,7 @@ def create_controller(
     )  # fmt: skip
 
 
-def count_flops(adapter: ModelAdapter, space: GrowthSpace, plan: list[Any], in_chans: int) -> FlopTable:
+def count_flops(adapter: ModelAdapter, space: GrowthSpace, plan: list[PlannedStage], in_chans: int) -> FlopTable:
     """The FLOP table of the run, filled with every configuration it can train: the plan's fixed
     stages, the whole grid when a stage is searched, and the full model (the reference)."""
     flops = FlopTable(adapter.create_model, in_chans)
