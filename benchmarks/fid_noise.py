@@ -26,10 +26,10 @@ from typing import Any
 import torch
 
 from autoprog.adapters.diffusers_dit import DiTDenoiser
+from autoprog.run import environment
 from autoprog.tasks.dit import evaluate_fid
 from autoprog.train.config import FinetuneConfig
 from autoprog.train.diffusion import GaussianDiffusion
-from autoprog.train.pretrain import environment
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -31,9 +31,10 @@ import torch.nn.functional as F
 from autoprog.adapters.base import create_adapter
 from autoprog.data import class_balanced_subset, load_dataset
 from autoprog.optim import build_optimizer, cosine_lr, set_lr
+from autoprog.run import environment
 from autoprog.train.config import PretrainConfig
 from autoprog.train.loader import BatchSource
-from autoprog.train.pretrain import environment, pretrain
+from autoprog.train.pretrain import pretrain
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -193,17 +193,21 @@ def test_resume_with_another_configuration_is_refused(data_dir, tmp_path, capsys
     assert rc == 2 and len(err.splitlines()) == 1 and "--lr" in err
 
 
-def _nan_once(monkeypatch, at_call: int) -> None:
-    """Make the training loss NaN at one call (a loss spike), as a fault injector."""
+def _nan_at(monkeypatch, at_calls: set[int]) -> None:
+    """Make the training loss NaN at the given calls (loss spikes), as a fault injector."""
     original = torch.nn.CrossEntropyLoss.forward
     calls = {"n": 0}
 
     def forward(self, logits, target):
         calls["n"] += 1
         loss = original(self, logits, target)
-        return loss * float("nan") if calls["n"] == at_call else loss
+        return loss * float("nan") if calls["n"] in at_calls else loss
 
     monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward", forward)
+
+
+def _nan_once(monkeypatch, at_call: int) -> None:
+    _nan_at(monkeypatch, {at_call})
 
 
 @pytest.mark.slow
@@ -221,6 +225,38 @@ def test_a_nonfinite_loss_rolls_back_with_a_lower_lr(data_dir, tmp_path, monkeyp
     assert all(r["loss"] == r["loss"] for r in steps)  # no NaN in the log
     after = [r for r in steps if r["step"] >= nonfinite[0]["step"]]
     assert after and all(r["lr"] > 0 for r in after)
+
+
+@pytest.mark.slow
+def test_two_rollbacks_to_the_same_checkpoint_keep_both_records(data_dir, tmp_path, monkeypatch):
+    """Issue 18: the second rollback to a checkpoint cuts the log back to it again, past the first
+    rollback's record; both records stay in the log all the same."""
+    _nan_at(monkeypatch, {7, 8})  # step 6; right after rolling back to the step-6 checkpoint, step 6 again
+    out = tmp_path / "run"
+    assert main(["pretrain", "--method", "prog", "--data-dir", str(data_dir), "--out", str(out), *TINY]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["nonfinite_rollbacks"] == 2 and s["steps"] == 32
+    records = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    nonfinite = [r for r in records if r["event"] == "nonfinite"]
+    assert [(r["step"], r["action"], r["lr_scale"]) for r in nonfinite] == [(6, "rollback", 0.5), (6, "rollback", 0.25)]
+    resumes = [r for r in records if r["event"] == "resume"]
+    assert [(r["step"], r["rollbacks"], r["lr_scale"]) for r in resumes] == [(6, 2, 0.25)]
+    assert records.index(nonfinite[-1]) < records.index(resumes[0])
+    assert [r["step"] for r in records if r["event"] == "step"] == list(range(32))  # none twice, none lost
+
+
+@pytest.mark.slow
+def test_rollbacks_used_up_stop_with_every_record_in_the_log(data_dir, tmp_path, monkeypatch, capsys):
+    _nan_at(monkeypatch, set(range(7, 100)))  # diverged for good from step 6 on
+    out = tmp_path / "run"
+    rc = main(["pretrain", "--method", "prog", "--data-dir", str(data_dir), "--out", str(out), *TINY])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "non-finite training loss (nan) at step 6; stopped (3 rollback(s) done, at most 3 allowed;" in err
+    records = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    actions = [(r["action"], r["lr_scale"]) for r in records if r["event"] == "nonfinite"]
+    assert actions == [("rollback", 0.5), ("rollback", 0.25), ("rollback", 0.125), ("stop", 0.125)]
+    assert records[-1]["event"] == "nonfinite"  # the stop record is the last line, not overwritten
 
 
 def test_a_nonfinite_loss_with_stop_is_a_one_line_error(data_dir, tmp_path, monkeypatch, capsys):
@@ -241,8 +277,11 @@ def test_a_nonfinite_loss_with_stop_is_a_one_line_error(data_dir, tmp_path, monk
         ]
     )
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and len(err.splitlines()) == 1 and "non-finite loss" in err and "step 1" in err
+    assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "non-finite training loss (nan) at step 1; stopped (--on-nonfinite stop;" in err
     assert not (out / "summary.json").exists()
+    last = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    assert last == {"event": "nonfinite", "step": 1, "action": "stop", "lr_scale": 1.0}
 
 
 def test_controller_state_round_trip_mid_search(tiny_adapter):

@@ -25,7 +25,8 @@ QUICK = {"train_subset": 512, "val_size": 128, "test_subset": 500, "epochs": 4, 
 
 
 def bench_pretrain(args: argparse.Namespace, make_config: Callable[..., PretrainConfig]) -> dict[str, Any]:
-    from autoprog.train.pretrain import environment, pretrain
+    from autoprog.run import environment
+    from autoprog.train.pretrain import pretrain
 
     variants = [parse_variant(v) for v in split_variants(args.methods, PRETRAIN_METHODS)]
     name = args.name or ("pretrain-quick" if args.quick else "pretrain")
@@ -251,9 +252,9 @@ def bench_finetune(args: argparse.Namespace, make_config: Callable[..., Any]) ->
     """``autoprog bench finetune``: fine-tuning methods side by side, one results file (same ``runs``
     format as the pre-training bench; quality is the task's metric: FID of a generator, lower is
     better, or top-1 of a classifier)."""
+    from autoprog.run import environment
     from autoprog.train.config import FINETUNE_METHODS, FinetuneConfig
     from autoprog.train.finetune import finetune
-    from autoprog.train.pretrain import environment
 
     variants = [
         parse_variant(v, FINETUNE_METHODS, FinetuneConfig())

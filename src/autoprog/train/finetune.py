@@ -48,20 +48,14 @@ from autoprog.errors import AutoprogError, ConfigError, NonFiniteLoss
 from autoprog.flops import count_train_flops
 from autoprog.memory import peak_memory_bytes, reset_peak_memory
 from autoprog.optim import build_optimizer, carry_state, state_by_name
+from autoprog.run.log import append_record, console, open_tensorboard, show_progress
+from autoprog.run.process import environment, mixed_precision_dtype
 from autoprog.search.step_times import StepTimes
 from autoprog.search.supernet import SupernetSearch
 from autoprog.search.zero_shot import zero_shot_search as search_zero_shot
 from autoprog.tasks import FinetuneTask, create_finetune_task
 from autoprog.train.config import PROGRESSIVE_FINETUNE_METHODS, FinetuneConfig, check_same_config
 from autoprog.train.loader import BatchSource
-from autoprog.train.pretrain import (
-    _append_log,
-    _is_tty,
-    _print,
-    environment,
-    mixed_precision_dtype,
-    open_tensorboard,
-)
 from autoprog.train.source import resolve_model
 from autoprog.unfreeze import (
     UnfreezeConfig,
@@ -83,7 +77,7 @@ def _set_predicate(model: nn.Module, learn: Callable[[str], bool]) -> int:
     return n
 
 
-def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = _print) -> dict[str, Any]:
+def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = console) -> dict[str, Any]:
     """Run one fine-tuning job; write and return its ``summary.json``.
 
     Under ``torchrun`` / ``accelerate launch`` every process runs this with the same ``cfg``: data is
@@ -116,7 +110,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = _print) -> dict[s
                     cfg.on_nonfinite == "rollback" and rollbacks < cfg.max_rollbacks and present
                 )
                 if not roll:
-                    _append_log(cfg.out, ctx, {"event": "nonfinite", "step": e.step, "action": "stop",
+                    append_record(cfg.out, ctx, {"event": "nonfinite", "step": e.step, "action": "stop",
                                                "lr_scale": e.lr_scale})  # fmt: skip
                     why = "--on-nonfinite stop" if cfg.on_nonfinite == "stop" else (
                         f"{rollbacks} rollback(s) done, --max-rollbacks {cfg.max_rollbacks}" if present
@@ -140,7 +134,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = _print) -> dict[s
             shutdown_distributed()
 
 
-def load_resume_state(cfg: FinetuneConfig, log: Callable[[str], None] = _print) -> dict[str, Any]:
+def load_resume_state(cfg: FinetuneConfig, log: Callable[[str], None] = console) -> dict[str, Any]:
     """The state ``--resume`` continues from: ``OUT/checkpoints/last.pt`` (``last.pt.prev`` if that one
     cannot be loaded), written by a run of the same configuration (up to :data:`~autoprog.train.config.RESUME_FREE_FIELDS`).
 
@@ -614,7 +608,7 @@ def _finetune(
         }
         save_checkpoint(state, out / "checkpoints" / "last.pt", keep_previous=True)
 
-    show = cfg.progress is True or (cfg.progress is None and _is_tty())
+    show = show_progress(cfg.progress)
     try:
         for k in range(first_stage, len(plan)):
             planned = plan[k]

@@ -1,0 +1,83 @@
+"""What the searches of a pre-training run measure, handed to :class:`~autoprog.controller.GrowthController`.
+
+* AutoProg-One (Sec. 3.2.3) scores a candidate by the momentum network's loss on fixed training
+  samples (:func:`search_loss`), and times candidates it never sampled on a fixed batch
+  (:func:`time_candidate`); ``--search-runtime flops`` replaces measured times by the candidate's
+  training FLOPs (deterministic, so a searched schedule is reproducible and resumable exactly).
+* AutoProg-Zero (Sec. 4.2.2, Tab. V) scores candidates on a fixed probe of random training images
+  (:func:`zero_shot_probe`), the same on every process.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from autoprog.controller import ZeroShotProbe
+from autoprog.data import SubsetDataset
+from autoprog.flops import FlopTable
+from autoprog.growth.schedule import SubnetConfig
+from autoprog.search.one_shot import measure_step_time
+from autoprog.train.config import PretrainConfig
+from autoprog.train.loader import BatchSource
+from autoprog.train.pretrain_data import PretrainData
+
+
+@torch.no_grad()
+def search_loss(
+    data: PretrainData, samples: int, device: torch.device, net: nn.Module, config: SubnetConfig
+) -> float:
+    """Search loss (Sec. 3.2.3): ``net`` (the momentum network) on the first ``samples`` training
+    images at ``config``'s resolution, no augmentation."""
+    total, seen = 0.0, 0
+    for x, y in data.fixed.epoch(0, config.resolution):
+        logits = net(data.prep(x.to(device)))
+        total += F.cross_entropy(logits.float(), y.to(device), reduction="sum").item()
+        seen += len(y)
+        if seen >= samples:
+            break
+    return total / seen
+
+
+def time_candidate(data: PretrainData, device: torch.device, net: nn.Module, config: SubnetConfig) -> float:
+    """Seconds of a forward + backward of ``config`` on a fixed batch (for candidates never sampled)."""
+    x, y = next(iter(data.fixed.epoch(0, config.resolution)))
+    x, y = data.prep(x.to(device)), y.to(device)
+    t = measure_step_time(lambda: F.cross_entropy(net(x), y).backward(), repeats=2, warmup=1, device=device)
+    for p in net.parameters():
+        p.grad = None
+    return t
+
+
+def zero_shot_probe(cfg: PretrainConfig, data: PretrainData, resolution: int, device: torch.device) -> ZeroShotProbe:
+    """AutoProg-Zero's probe (Sec. 4.2.2): ``cfg.zico_batches`` batches of training images drawn at
+    random (seeded), without augmentation, at ``resolution``; every candidate sees them at its own."""
+    size = max(1, min(cfg.batch_size, len(data.train_set) // cfg.zico_batches))  # type: ignore[arg-type]
+    picked = torch.randperm(len(data.train_set), generator=torch.Generator().manual_seed(cfg.seed))  # type: ignore[arg-type]
+    source = BatchSource(SubsetDataset(data.train_set, picked[: size * cfg.zico_batches].tolist()), size,
+                         shuffle=False, drop_last=True)  # fmt: skip
+    return ZeroShotProbe(
+        [(data.prep(x.to(device)), y.to(device)) for x, y in source.epoch(0, resolution)],
+        ntk_samples=cfg.ntk_samples,
+        weights=cfg.weights(),
+        seed=cfg.seed,
+    )
+
+
+def search_functions(
+    cfg: PretrainConfig, data: PretrainData, flops: FlopTable, full_resolution: int, device: torch.device
+) -> dict[str, Any]:
+    """The controller's ``score_fn``, ``measure_fn``, ``runtime_fn`` and ``probe`` for ``cfg``."""
+    return {
+        "score_fn": partial(search_loss, data, cfg.search_samples, device),
+        "measure_fn": partial(time_candidate, data, device),
+        "runtime_fn": (lambda c: float(flops(c))) if cfg.search_runtime == "flops" else None,
+        "probe": zero_shot_probe(cfg, data, full_resolution, device) if cfg.method == "autoprog-zero" else None,
+    }
+
+
+__all__ = ["search_functions", "search_loss", "time_candidate", "zero_shot_probe"]
