@@ -225,6 +225,51 @@ def test_prog_on_a_resnet(fmnist_dir, tmp_path):
     assert s["train_flops"] < s["full_flops"]
 
 
+def _rgb_folder(root: Path, size: int = 64, per_class: int = 12) -> Path:
+    """``train/`` and ``val/`` of 3 classes of ``size`` px RGB images (a user's own image folder)."""
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(0)
+    for split, n in (("train", per_class), ("val", 4)):
+        for c in range(3):
+            (root / split / f"class{c}").mkdir(parents=True)
+            for i in range(n):
+                pixels = (torch.rand(size, size, 3, generator=gen) * 80 + 80 * c).to(torch.uint8).numpy()
+                Image.fromarray(pixels).save(root / split / f"class{c}" / f"{i}.png")
+    return root
+
+
+def test_prog_resnet18_on_rgb_images_ends_at_torchvisions_resnet18(tmp_path):
+    """Issue 21: the last stage of a grown ResNet is the named torchvision model, parameter for parameter."""
+    import torchvision
+
+    data = _rgb_folder(tmp_path / "images")
+    out = tmp_path / "run"
+    args = ["pretrain", "--model", "resnet18", "--method", "prog", "--data", f"imagefolder:{data}", "--img-size",
+            "64", "--epochs", "4", "--batch-size", "8", "--val-size", "0", "--progress", "off", "--out", out]  # fmt: skip
+    assert run_cli(*args) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert [st["depth"] for st in s["schedule"]] == [2, 3, 3, 4]
+    reference = torchvision.models.resnet18(num_classes=3)
+    reference.load_state_dict(torch.load(out / "model.pt", weights_only=True), strict=True)
+    assert s["params"] == sum(p.numel() for p in reference.parameters()) == 11_178_051
+
+
+def test_resume_refuses_a_resnet_grown_in_the_old_layout(fmnist_dir, tmp_path, capsys):
+    out = tmp_path / "resnet"
+    args = ["pretrain", "--model", "resnet18", "--method", "prog", "--data-dir", fmnist_dir, "--out", out, *TINY]
+    assert run_cli(*args) == 0
+    (out / "summary.json").unlink()
+    last = out / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    state["controller"]["structure"]["layout"] = [0, 0, 2, 2]  # copies kept in their source's stage
+    torch.save(state, last)
+    capsys.readouterr()
+    assert run_cli(*args, "--resume") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "[1, 1, 3, 3] blocks per stage" in err and "start the run afresh" in err
+
+
 def test_adaptive_regularisation_is_applied_per_stage(fmnist_dir, tmp_path):
     out = tmp_path / "areg"
     args = ["pretrain", "--method", "prog", "--adaptive-reg", "--drop-path", "0.3", "--reprob", "0.25",

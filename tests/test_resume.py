@@ -33,7 +33,7 @@ TINY = ["--depth", "4", "--epochs", "8", "--batch-size", "32", "--train-subset",
 CONFIGS = {
     "autoprog-one": ["--method", "autoprog-one"],
     "autoprog-zero": ["--method", "autoprog-zero", "--ntk-samples", "4"],
-    "resnet-prog": ["--model", "resnet18", "--method", "prog"],  # a grown ResNet's stages are uneven
+    "resnet-prog": ["--model", "resnet18", "--method", "prog"],  # the checkpoint records blocks per stage
     "prog-identity-mixup": [
         "--method",
         "prog",
