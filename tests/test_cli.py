@@ -239,20 +239,23 @@ def _rgb_folder(root: Path, size: int = 64, per_class: int = 12) -> Path:
     return root
 
 
-def test_prog_resnet18_on_rgb_images_ends_at_torchvisions_resnet18(tmp_path):
-    """Issue 21: the last stage of a grown ResNet is the named torchvision model, parameter for parameter."""
+@pytest.mark.parametrize(("name", "depths", "params"), [("resnet18", [2, 3, 3, 4], 11_178_051),
+                                                       ("resnet50", [6, 8, 10, 12], 23_514_179)])  # fmt: skip
+def test_prog_resnet_on_rgb_images_ends_at_the_torchvision_model(tmp_path, name, depths, params):
+    """Issue 21: ``resnet50 --img-size 64 --method prog`` on 64 px RGB images crashed in the FLOP count,
+    and its grown model had [3, 3, 7, 3] blocks and 24,351,299 parameters; torchvision's has 23,514,179."""
     import torchvision
 
     data = _rgb_folder(tmp_path / "images")
     out = tmp_path / "run"
-    args = ["pretrain", "--model", "resnet18", "--method", "prog", "--data", f"imagefolder:{data}", "--img-size",
+    args = ["pretrain", "--model", name, "--method", "prog", "--data", f"imagefolder:{data}", "--img-size",
             "64", "--epochs", "4", "--batch-size", "8", "--val-size", "0", "--progress", "off", "--out", out]  # fmt: skip
     assert run_cli(*args) == 0
     s = json.loads((out / "summary.json").read_text())
-    assert [st["depth"] for st in s["schedule"]] == [2, 3, 3, 4]
-    reference = torchvision.models.resnet18(num_classes=3)
+    assert [st["depth"] for st in s["schedule"]] == depths
+    reference = getattr(torchvision.models, name)(num_classes=3)
     reference.load_state_dict(torch.load(out / "model.pt", weights_only=True), strict=True)
-    assert s["params"] == sum(p.numel() for p in reference.parameters()) == 11_178_051
+    assert s["params"] == sum(p.numel() for p in reference.parameters()) == params
 
 
 def test_resume_refuses_a_resnet_grown_in_the_old_layout(fmnist_dir, tmp_path, capsys):

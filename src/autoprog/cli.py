@@ -1,8 +1,11 @@
 """The ``autoprog`` command line: ``pretrain``, ``finetune``, ``source``, ``bench pretrain|finetune``, ``report``.
 
-Errors caused by the input (bad names, missing data, invalid numbers, a bad command line) print one
-line, ``autoprog: error: ...``, and exit 2; ``--debug`` (before or after the subcommand) shows the
-traceback instead. ``pretrain`` and ``finetune`` check the whole configuration, and refuse an
+Errors a user causes (bad names, missing data, invalid numbers, a bad command line, a model folder
+whose config and weights disagree, a file or folder that cannot be read or written, memory that runs
+out: :func:`autoprog.errors.user_error_message`) print one line, ``autoprog: error: ...``, and exit
+2; ``--debug`` (before or after the subcommand) shows the traceback instead. ``--out`` is created
+(and tried with a test file) before any work, and removed again if the run fails while it is still
+empty (:mod:`autoprog.run_dir`). ``pretrain`` and ``finetune`` check the whole configuration, and refuse an
 ``--out`` folder that already holds a finished run unless ``--overwrite`` is given, before any work
 starts. See ``docs/errors.md`` for every message.
 """
@@ -14,8 +17,9 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from autoprog.errors import AutoprogError
+from autoprog.errors import one_line, user_error_message  # noqa: F401 (one_line: the CLI's helper)
 from autoprog.growth.operators import OPERATORS
+from autoprog.run_dir import make_run_dir, remove_if_empty
 from autoprog.train.config import (
     FINETUNE_METHODS,
     PRETRAIN_METHODS,
@@ -415,11 +419,15 @@ def _finetune_config(args: argparse.Namespace, **override) -> FinetuneConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    made = None  # the folder this run created for --out: removed again if the start fails
+    context = ""  # the configuration, for an out-of-memory message
     try:
         if args.command == "pretrain":
             cfg = _pretrain_config(args)
             cfg.validate()
             check_out_dir(cfg.out, overwrite=args.overwrite)
+            context = _context(cfg)
+            made = make_run_dir(cfg.out)
             from autoprog.train.pretrain import pretrain
 
             pretrain(cfg)
@@ -427,6 +435,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             fcfg = _finetune_config(args)
             fcfg.validate()
             check_out_dir(fcfg.out, overwrite=args.overwrite)
+            context = _context(fcfg)
+            made = make_run_dir(fcfg.out)
             from autoprog.train.finetune import finetune
 
             finetune(fcfg)
@@ -447,19 +457,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run_report(args)
         return 0
-    except AutoprogError as e:
-        if args.debug_all or getattr(args, "debug", False):
-            raise
-        print(f"autoprog: error: {one_line(e)}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
+        remove_if_empty(made)
         print("autoprog: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # one line for what a user causes (errors.user_error_message); a bug keeps its traceback
+        remove_if_empty(made)
+        message = user_error_message(e, context)
+        if message is None or args.debug_all or getattr(args, "debug", False):
+            raise
+        print(f"autoprog: error: {message}", file=sys.stderr)
+        return 2
 
 
-def one_line(error: BaseException) -> str:
-    """The error's message on one line (its type name when it has none)."""
-    return " ".join(str(error).split()) or type(error).__name__
+def _context(cfg: PretrainConfig | FinetuneConfig) -> str:
+    """The options that size a run's memory, as the user would type them."""
+    parts = [f"--model {cfg.model}", f"--method {cfg.method}", f"--batch-size {cfg.batch_size}"]
+    if getattr(cfg, "img_size", None):
+        parts.append(f"--img-size {cfg.img_size}")
+    if cfg.mixed_precision:
+        parts.append(f"--mixed-precision {cfg.mixed_precision}")
+    return " ".join(parts)
 
 
 if __name__ == "__main__":
