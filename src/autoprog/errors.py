@@ -46,7 +46,8 @@ def is_out_of_memory(error: BaseException) -> bool:
     (a plain ``RuntimeError``: "DefaultCPUAllocator: can't allocate memory")."""
     import torch
 
-    if isinstance(error, torch.OutOfMemoryError | MemoryError):
+    device_oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError  # torch < 2.4: cuda's
+    if isinstance(error, device_oom | MemoryError):
         return True
     text = str(error)
     return isinstance(error, RuntimeError) and ("can't allocate memory" in text or "not enough memory" in text)
