@@ -148,6 +148,53 @@ def test_console_script_help():
     assert out.returncode == 0 and "--operator" in out.stdout and "mogrow" in out.stdout
 
 
+def _subparsers(parser, prefix=""):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield f"{prefix}{name}", sub
+                yield from _subparsers(sub, f"{prefix}{name} ")
+
+
+def test_help_shows_every_default_and_groups_every_option():
+    """Issue 21: --help was one flat group of 55 options, ~30 without their default."""
+    from autoprog.cli import GROUPS, _HelpFormatter, build_parser
+
+    for name, parser in _subparsers(build_parser()):
+        formatter = _HelpFormatter(name)
+        for action in parser._actions:
+            if not action.option_strings or action.help == "==SUPPRESS==" or action.dest == "help":
+                continue
+            shown = formatter._get_help_string(action) if action.help else ""
+            assert action.required or "(default" in shown, f"autoprog {name} {action.option_strings[0]}: {shown!r}"
+        if name in ("pretrain", "finetune", "bench pretrain", "bench finetune"):
+            ungrouped = [a.option_strings[0] for a in parser._optionals._group_actions if a.dest != "help"]
+            assert ungrouped == [], f"autoprog {name}: options outside the groups {GROUPS}"
+            titles = [g.title for g in parser._action_groups if g._group_actions]
+            assert [t for t in titles if t in GROUPS] == [t for t in GROUPS if t in titles]  # in GROUPS' order
+    help_text = dict(_subparsers(build_parser()))["pretrain"].format_help()
+    assert all(f"\n{title}:\n" in help_text for title in GROUPS)
+
+
+def test_finetune_says_what_it_fine_tunes():
+    from autoprog.cli import build_parser
+
+    parser = build_parser()
+    listed = parser.format_help()
+    finetune = dict(_subparsers(parser))["finetune"].format_help()
+    for text in (listed, finetune):
+        assert "diffusion model, a text-to-image model or a classifier" in " ".join(text.split())
+
+
+def test_every_pretrain_config_option_is_on_the_command_line():
+    from autoprog.cli import _PRETRAIN_FIELDS, build_parser
+
+    pretrain = dict(_subparsers(build_parser()))["pretrain"]
+    assert _PRETRAIN_FIELDS <= {a.dest for a in pretrain._actions}
+
+
 def test_autoprog_one_searches_each_stage_and_recycles(fmnist_dir, tmp_path):
     out = tmp_path / "ap1"
     args = ["pretrain", "--method", "autoprog-one", "--data-dir", fmnist_dir, "--out", out, *TINY, "--search-samples", "64"]
