@@ -476,6 +476,12 @@ RAISED = [
         "out of memory with --model resnet50 --method prog --batch-size 128 --img-size 224 (tried to allocate "
         "24.00 GiB); lower --batch-size or --img-size, or use --mixed-precision bf16 on a GPU",
     ),  # fmt: skip
+    (
+        ValueError("Expected more than 1 value per channel when training, got input size torch.Size([1, 512, 1, 1])"),
+        "a BatchNorm layer got one value per channel in training (--model resnet50 --method prog --batch-size 128 "
+        "--img-size 224): a batch of one on a 1x1 feature map (a ResNet's last stage at a small input); use "
+        "--batch-size 2 or more, or a larger --img-size",
+    ),
     (MemoryError(), "out of memory with --model resnet50 --method prog --batch-size 128 --img-size 224 "
                     "(MemoryError); lower --batch-size or --img-size, or use --mixed-precision bf16 on a GPU"),  # fmt: skip
 ]

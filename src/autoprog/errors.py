@@ -63,6 +63,8 @@ def user_error_message(error: BaseException, context: str = "") -> str | None:
       what to lower.
     * ``OSError``: a file or folder that cannot be read or written (permission, not a folder, a full
       disk, an unreadable image): ``path: reason``.
+    * BatchNorm's refusal of a single value per channel in training (``--batch-size 1`` on a
+      ResNet whose last stage is 1x1 at the stage's resolution).
     """
     if isinstance(error, AutoprogError):
         return one_line(error)
@@ -76,6 +78,12 @@ def user_error_message(error: BaseException, context: str = "") -> str | None:
             what = text.split(". ")[0]
         where = f" with {context}" if context else ""
         return f"out of memory{where} ({what}); lower --batch-size or --img-size, or use --mixed-precision bf16 on a GPU"
+    if isinstance(error, ValueError) and str(error).startswith("Expected more than 1 value per channel when training"):
+        where = f" ({context})" if context else ""
+        return (
+            f"a BatchNorm layer got one value per channel in training{where}: a batch of one on a 1x1 feature "
+            "map (a ResNet's last stage at a small input); use --batch-size 2 or more, or a larger --img-size"
+        )
     if isinstance(error, OSError):
         paths = [str(p) for p in (error.filename, error.filename2) if p is not None]
         if paths and error.strerror:
