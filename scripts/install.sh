@@ -17,5 +17,7 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-# torch 2.14.1 / torchvision 0.29.1 come from this machine's local package index (pip config).
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,diffusion,lightning,tensorboard]"
+# The exact versions the tests run on (torch 2.14.1, torchvision 0.29.1, ...) are pinned in
+# scripts/constraints.txt, not in pyproject.toml; they come from this machine's local package index (pip config).
+.venv/bin/python -m pip install -q --disable-pip-version-check -c scripts/constraints.txt \
+  -e ".[test,diffusion,lightning,tensorboard]"

@@ -123,3 +123,53 @@ def test_adapters_come_from_the_registry(tiny_adapter):
         from autoprog.adapters import base
 
         del base._FAMILIES["test family"]
+
+
+def _train_mode_flops(model, x) -> int:
+    """The count as before issue 21: the whole model in training mode (BatchNorm included)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.train()
+    with FlopCounterMode(display=False) as counter:
+        model(x).float().sum().backward()
+    return int(counter.get_total_flops())
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_flops_of_a_resnet_at_any_input_size(name):
+    """Issue 21: resnet50 at 64 px crashed in the FLOP count (BatchNorm, batch of one, 1x1 map)."""
+    adapter = create_adapter(name, img_size=64, in_chans=3, num_classes=10)
+    table = FlopTable(adapter.create_model, in_chans=3)
+    small = table(SubnetConfig(32, adapter.full.depth // 2))
+    assert 0 < small < table(adapter.full)
+    # where a training-mode count worked (a batch of 2), the per-sample count is the same
+    model = adapter.create_model(adapter.full.depth // 2)
+    assert _train_mode_flops(model, torch.zeros(2, 3, 32, 32)) == 2 * small
+
+
+def test_flop_count_leaves_the_model_as_it_was():
+    adapter = create_adapter("resnet18", img_size=28, in_chans=1, num_classes=10)
+    model = adapter.create_model()
+    model.layer2.eval()
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
+    count_train_flops(model, torch.randn(1, 1, 28, 28))
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in stats.items())  # running statistics
+    assert model.training and not model.layer2.training and model.layer3.training
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_prog_growth_of_a_vit_ends_at_the_timm_model():
+    """The last stage of a Prog schedule is the named model: its weights load into timm's strictly."""
+    import timm
+
+    from autoprog.adapters.base import count_params
+    from autoprog.growth import GrowthSpace, create_operator, prog_schedule
+
+    adapter = create_adapter("vit_tiny_patch16_224", img_size=32, in_chans=3, num_classes=7)
+    schedule = prog_schedule(GrowthSpace(32, adapter.full.depth, 16, ratio=0.5, num_stages=4), epochs=4)
+    model = adapter.create_model(schedule[0].depth)
+    for stage in schedule:
+        create_operator("interpolation").grow(model, adapter, stage.depth)
+    reference = timm.create_model("vit_tiny_patch16_224", img_size=32, in_chans=3, num_classes=7)
+    reference.load_state_dict(model.state_dict(), strict=True)
+    assert len(model.blocks) == 12 and count_params(model) == count_params(reference)

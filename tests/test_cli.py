@@ -148,6 +148,53 @@ def test_console_script_help():
     assert out.returncode == 0 and "--operator" in out.stdout and "mogrow" in out.stdout
 
 
+def _subparsers(parser, prefix=""):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield f"{prefix}{name}", sub
+                yield from _subparsers(sub, f"{prefix}{name} ")
+
+
+def test_help_shows_every_default_and_groups_every_option():
+    """Issue 21: --help was one flat group of 55 options, ~30 without their default."""
+    from autoprog.cli import GROUPS, _HelpFormatter, build_parser
+
+    for name, parser in _subparsers(build_parser()):
+        formatter = _HelpFormatter(name)
+        for action in parser._actions:
+            if not action.option_strings or action.help == "==SUPPRESS==" or action.dest == "help":
+                continue
+            shown = formatter._get_help_string(action) if action.help else ""
+            assert action.required or "(default" in shown, f"autoprog {name} {action.option_strings[0]}: {shown!r}"
+        if name in ("pretrain", "finetune", "bench pretrain", "bench finetune"):
+            ungrouped = [a.option_strings[0] for a in parser._optionals._group_actions if a.dest != "help"]
+            assert ungrouped == [], f"autoprog {name}: options outside the groups {GROUPS}"
+            titles = [g.title for g in parser._action_groups if g._group_actions]
+            assert [t for t in titles if t in GROUPS] == [t for t in GROUPS if t in titles]  # in GROUPS' order
+    help_text = dict(_subparsers(build_parser()))["pretrain"].format_help()
+    assert all(f"\n{title}:\n" in help_text for title in GROUPS)
+
+
+def test_finetune_says_what_it_fine_tunes():
+    from autoprog.cli import build_parser
+
+    parser = build_parser()
+    listed = parser.format_help()
+    finetune = dict(_subparsers(parser))["finetune"].format_help()
+    for text in (listed, finetune):
+        assert "diffusion model, a text-to-image model or a classifier" in " ".join(text.split())
+
+
+def test_every_pretrain_config_option_is_on_the_command_line():
+    from autoprog.cli import _PRETRAIN_FIELDS, build_parser
+
+    pretrain = dict(_subparsers(build_parser()))["pretrain"]
+    assert _PRETRAIN_FIELDS <= {a.dest for a in pretrain._actions}
+
+
 def test_autoprog_one_searches_each_stage_and_recycles(fmnist_dir, tmp_path):
     out = tmp_path / "ap1"
     args = ["pretrain", "--method", "autoprog-one", "--data-dir", fmnist_dir, "--out", out, *TINY, "--search-samples", "64"]
@@ -223,6 +270,54 @@ def test_prog_on_a_resnet(fmnist_dir, tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert [st["depth"] for st in s["schedule"]] == [2, 3, 3, 4]
     assert s["train_flops"] < s["full_flops"]
+
+
+def _rgb_folder(root: Path, size: int = 64, per_class: int = 12) -> Path:
+    """``train/`` and ``val/`` of 3 classes of ``size`` px RGB images (a user's own image folder)."""
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(0)
+    for split, n in (("train", per_class), ("val", 4)):
+        for c in range(3):
+            (root / split / f"class{c}").mkdir(parents=True)
+            for i in range(n):
+                pixels = (torch.rand(size, size, 3, generator=gen) * 80 + 80 * c).to(torch.uint8).numpy()
+                Image.fromarray(pixels).save(root / split / f"class{c}" / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize(("name", "depths", "params"), [("resnet18", [2, 3, 3, 4], 11_178_051),
+                                                       ("resnet50", [6, 8, 10, 12], 23_514_179)])  # fmt: skip
+def test_prog_resnet_on_rgb_images_ends_at_the_torchvision_model(tmp_path, name, depths, params):
+    """Issue 21: ``resnet50 --img-size 64 --method prog`` on 64 px RGB images crashed in the FLOP count,
+    and its grown model had [3, 3, 7, 3] blocks and 24,351,299 parameters; torchvision's has 23,514,179."""
+    import torchvision
+
+    data = _rgb_folder(tmp_path / "images")
+    out = tmp_path / "run"
+    args = ["pretrain", "--model", name, "--method", "prog", "--data", f"imagefolder:{data}", "--img-size",
+            "64", "--epochs", "4", "--batch-size", "8", "--val-size", "0", "--progress", "off", "--out", out]  # fmt: skip
+    assert run_cli(*args) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert [st["depth"] for st in s["schedule"]] == depths
+    reference = getattr(torchvision.models, name)(num_classes=3)
+    reference.load_state_dict(torch.load(out / "model.pt", weights_only=True), strict=True)
+    assert s["params"] == sum(p.numel() for p in reference.parameters()) == params
+
+
+def test_resume_refuses_a_resnet_grown_in_the_old_layout(fmnist_dir, tmp_path, capsys):
+    out = tmp_path / "resnet"
+    args = ["pretrain", "--model", "resnet18", "--method", "prog", "--data-dir", fmnist_dir, "--out", out, *TINY]
+    assert run_cli(*args) == 0
+    (out / "summary.json").unlink()
+    last = out / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    state["controller"]["structure"]["layout"] = [0, 0, 2, 2]  # copies kept in their source's stage
+    torch.save(state, last)
+    capsys.readouterr()
+    assert run_cli(*args, "--resume") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "[1, 1, 3, 3] blocks per stage" in err and "start the run afresh" in err
 
 
 def test_adaptive_regularisation_is_applied_per_stage(fmnist_dir, tmp_path):

@@ -197,11 +197,12 @@ def test_a_model_without_block_state_needs_no_adapter_methods(tiny_adapter):
 
 def test_a_resnet_checkpoint_of_the_old_format_still_rebuilds():
     adapter = TorchvisionResNetAdapter("resnet18", img_size=32, in_chans=1, num_classes=10, depth=4)
-    model = adapter.create_model_from_layout([1, 0, 3, 0])
+    layout = adapter.stage_depths(3)  # a grown sub-network of 3 growable blocks
+    model = adapter.create_model_from_layout(layout)
     blocks = adapter.get_blocks(model)
     adapter.set_blocks(model, [blocks[0], ReZeroBlock(blocks[1]), *blocks[2:]])
     new = block_structure(adapter, model)
-    assert new["layout"] == [1, 0, 3, 0] and new["blocks"][1] == {"rezero": 1}
+    assert new["layout"] == layout and new["blocks"][1] == {"rezero": 1}
     old = copy.deepcopy(new)  # before issue 18 every block recorded an (empty) drop-path list
     for b in old["blocks"]:
         b["drop_path"] = []

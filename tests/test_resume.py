@@ -33,7 +33,7 @@ TINY = ["--depth", "4", "--epochs", "8", "--batch-size", "32", "--train-subset",
 CONFIGS = {
     "autoprog-one": ["--method", "autoprog-one"],
     "autoprog-zero": ["--method", "autoprog-zero", "--ntk-samples", "4"],
-    "resnet-prog": ["--model", "resnet18", "--method", "prog"],  # a grown ResNet's stages are uneven
+    "resnet-prog": ["--model", "resnet18", "--method", "prog"],  # the checkpoint records blocks per stage
     "prog-identity-mixup": [
         "--method",
         "prog",
@@ -286,8 +286,23 @@ def test_a_nonfinite_loss_with_stop_is_a_one_line_error(data_dir, tmp_path, monk
 
 def test_controller_state_round_trip_mid_search(tiny_adapter):
     """A controller restored mid-search continues exactly as the original (same samples, same weights)."""
-    space = GrowthSpace(28, 6, 4, ratio=0.5, num_stages=3)
+    _round_trip_mid_search(tiny_adapter, GrowthSpace(28, 6, 4, ratio=0.5, num_stages=3))
 
+
+def test_controller_state_round_trip_mid_search_of_a_resnet():
+    """The same with a ResNet's supernet, whose first stages start without blocks (fresh, ``None`` sources)."""
+    from autoprog.adapters import TorchvisionResNetAdapter
+
+    adapter = TorchvisionResNetAdapter("resnet18", img_size=16, in_chans=1, num_classes=10)
+    space = GrowthSpace(16, 4, 4, ratio=0.5, num_stages=3)
+    ctl = GrowthController(adapter, create_plan("autoprog-one", space, 3), steps_per_epoch=2,
+                           score_fn=lambda net, c: 0.0, search_epochs=1, runtime_fn=lambda c: 1.0)  # fmt: skip
+    ctl.begin_epoch()
+    assert ctl.state_dict()["structure"]["sources"] == [None, None, 0, 1]  # layer1/2 have no block at depth 2
+    _round_trip_mid_search(adapter, space)
+
+
+def _round_trip_mid_search(tiny_adapter, space: GrowthSpace) -> None:
     def score(net, config):
         return float(net(torch.ones(2, 1, config.resolution, config.resolution)).abs().mean())
 

@@ -48,76 +48,78 @@ one-line message, never any other exception; likewise for arbitrary JSON in a sc
 | 26 | model cannot grow / unfreeze | `autoprog finetune --model TMP/unconditional-dit` | TMP/unconditional-dit is an unconditional DiT (num_embeds_ada_norm is null): autoprog fine-tunes class-conditional DiTs (it needs the class embedder for classifier-free guidance) |
 | 27 | model cannot grow / unfreeze | `autoprog finetune --model TMP/no-weights` | TMP/no-weights has a config.json but no weights (diffusion_pytorch_model.safetensors or .bin) |
 | 28 | model cannot grow / unfreeze | `autoprog finetune --model TMP/empty-folder` | --model 'TMP/empty-folder' is not a fine-tuning source: expected a diffusers DiT folder (config.json), a text-to-image pipeline (unet/ + text_encoder/) or an `autoprog pretrain` run (summary.json + model.pt); make the default source with `autoprog source` |
-| 29 | dataset path | `autoprog pretrain --data-dir TMP/missing` | Fashion-MNIST not found in TMP/missing (no train-images-idx3-ubyte[.gz]): install it with `apt-get install -y dataset-fashion-mnist` or pass --data-dir DIR holding the idx files |
-| 30 | dataset path | `autoprog pretrain --data mnist-idx --data-dir TMP/missing` | MNIST not found in TMP/missing (no train-images-idx3-ubyte[.gz]): pass --data-dir DIR holding MNIST's idx files (train-images-idx3-ubyte[.gz] train-labels-idx1-ubyte[.gz] t10k-images-idx3-ubyte[.gz] t10k-labels-idx1-ubyte[.gz]) |
-| 31 | dataset path | `autoprog pretrain --data cifar10 --data-dir TMP/missing` | CIFAR-10 not found in TMP/missing (no cifar-10-batches-py): pass --data-dir DIR holding cifar-10-batches-py (the extracted python version of CIFAR-10) |
-| 32 | dataset path | `autoprog pretrain --data imagefolder:TMP/missing` | image folder dataset: TMP/missing/train not found (expected TMP/missing/train/<class>/<image> and TMP/missing/val/<class>/<image>) |
-| 33 | finished run in --out | `autoprog pretrain --out TMP/finished` | --out TMP/finished already holds a finished run (TMP/finished/summary.json); pass --overwrite to replace it, or choose another --out |
-| 34 | finished run in --out | `autoprog finetune --out TMP/finished` | --out TMP/finished already holds a finished run (TMP/finished/summary.json); pass --overwrite to replace it, or choose another --out |
-| 35 | finished run in --out | `autoprog pretrain --out TMP/a-file` | --out TMP/a-file exists and is not a folder |
-| 36 | schedule file | `autoprog pretrain --schedule TMP/missing.json` | schedule file TMP/missing.json does not exist |
-| 37 | schedule file | `autoprog pretrain --schedule TMP/not-json.json` | schedule file TMP/not-json.json is not JSON: Expecting property name enclosed in double quotes: line 1 column 3 (char 2) |
-| 38 | schedule file | `autoprog pretrain --schedule TMP/binary.json` | schedule file TMP/binary.json is not JSON: 'utf-8' codec can't decode byte 0xff in position 0: invalid start byte |
-| 39 | schedule file | `autoprog pretrain --schedule TMP/no-schedule.json` | schedule file TMP/no-schedule.json holds no schedule: expected a summary.json with a "schedule" list, or a bare list of stages |
-| 40 | schedule file | `autoprog pretrain --schedule TMP/bad-stage.json` | schedule file TMP/bad-stage.json: not a growth schedule (each stage needs stage, start_epoch, end_epoch, resolution, depth): 'start_epoch' |
-| 41 | schedule file | `autoprog pretrain --schedule TMP/gap.json` | schedule file TMP/gap.json: not a growth schedule (each stage needs stage, start_epoch, end_epoch, resolution, depth): stage 1 covers epochs [3, 4): not contiguous |
-| 42 | schedule file | `autoprog pretrain --schedule TMP/infinite.json` | schedule file TMP/infinite.json: not a growth schedule (each stage needs stage, start_epoch, end_epoch, resolution, depth): cannot convert float infinity to integer |
-| 43 | schedule file | `autoprog pretrain --schedule TMP/six-epochs.json` | schedule file covers 6 epochs but --epochs is 4 |
-| 44 | schedule file | `autoprog pretrain --schedule TMP/too-deep.json` | schedule stage 0 (resolution 28, depth 9) does not fit the model (resolution 28 in steps of 4, depth 4) |
-| 45 | numbers (pretrain) | `autoprog pretrain --epochs 0` | --epochs must be >= 1, got 0 |
-| 46 | numbers (pretrain) | `autoprog pretrain --stages 0` | --stages must be >= 1, got 0 |
-| 47 | numbers (pretrain) | `autoprog pretrain --batch-size 0` | --batch-size must be >= 1, got 0 |
-| 48 | numbers (pretrain) | `autoprog pretrain --batch-size -8` | --batch-size must be >= 1, got -8 |
-| 49 | numbers (pretrain) | `autoprog pretrain --batch-size 100000` | the training set (128 images) is smaller than one batch (100000) |
-| 50 | numbers (pretrain) | `autoprog pretrain --lr 0` | --lr must be a finite number > 0, got 0.0 |
-| 51 | numbers (pretrain) | `autoprog pretrain --lr -0.001` | --lr must be a finite number > 0, got -0.001 |
-| 52 | numbers (pretrain) | `autoprog pretrain --lr nan` | --lr must be a finite number > 0, got nan |
-| 53 | numbers (pretrain) | `autoprog pretrain --lr inf` | --lr must be a finite number > 0, got inf |
-| 54 | numbers (pretrain) | `autoprog pretrain --min-lr -1` | --min-lr must be a finite number >= 0, got -1.0 |
-| 55 | numbers (pretrain) | `autoprog pretrain --weight-decay -0.1` | --weight-decay must be a finite number >= 0, got -0.1 |
-| 56 | numbers (pretrain) | `autoprog pretrain --warmup-epochs -1` | --warmup-epochs must be a finite number >= 0, got -1.0 |
-| 57 | numbers (pretrain) | `autoprog pretrain --label-smoothing 1` | --label-smoothing must be in [0, 1), got 1.0 |
-| 58 | numbers (pretrain) | `autoprog pretrain --drop-path 1.5` | --drop-path must be in [0, 1), got 1.5 |
-| 59 | numbers (pretrain) | `autoprog pretrain --ema-decay 1` | --ema-decay must be in [0, 1), got 1.0 |
-| 60 | numbers (pretrain) | `autoprog pretrain --mixup -1` | --mixup must be a finite number >= 0, got -1.0 |
-| 61 | numbers (pretrain) | `autoprog pretrain --cutmix nan` | --cutmix must be a finite number >= 0, got nan |
-| 62 | numbers (pretrain) | `autoprog pretrain --reprob 2` | --reprob must be in [0, 1], got 2.0 |
-| 63 | numbers (pretrain) | `autoprog pretrain --val-size -1` | --val-size must be >= 0, got -1 |
-| 64 | numbers (pretrain) | `autoprog pretrain --train-subset 0` | --train-subset must be >= 1, got 0 |
-| 65 | numbers (pretrain) | `autoprog pretrain --test-subset 0` | --test-subset must be >= 1, got 0 |
-| 66 | numbers (pretrain) | `autoprog pretrain --depth 0` | --depth must be >= 1, got 0 |
-| 67 | numbers (pretrain) | `autoprog pretrain --patch-size 0` | --patch-size must be >= 1, got 0 |
-| 68 | numbers (pretrain) | `autoprog pretrain --img-size 0` | --img-size must be >= 1, got 0 |
-| 69 | numbers (pretrain) | `autoprog pretrain --threads 0` | --threads must be >= 1, got 0 |
-| 70 | numbers (pretrain) | `autoprog pretrain --seed -1` | --seed must be in 0..2**63-1, got -1 |
-| 71 | numbers (pretrain) | `autoprog pretrain --search-epochs 0` | --search-epochs must be >= 1, got 0 |
-| 72 | other options (pretrain) | `autoprog pretrain --optimizer-state keep` | argument --optimizer-state: invalid choice: 'keep' (choose from 'carry', 'reset') (see: autoprog pretrain --help) |
-| 73 | other options (pretrain) | `autoprog pretrain --randaug foo` | --randaug must be a timm RandAugment string like rand-m9-mstd0.5-inc1, got 'foo' |
-| 74 | other options (pretrain) | `autoprog pretrain --device gpu` | --device 'gpu' is not a torch device (e.g. cpu, cuda, cuda:1) |
-| 75 | numbers (finetune) | `autoprog finetune --steps 0` | --steps must be >= 1, got 0 |
-| 76 | numbers (finetune) | `autoprog finetune --batch-size 0` | --batch-size must be >= 1, got 0 |
-| 77 | numbers (finetune) | `autoprog finetune --lr 0` | --lr must be a finite number > 0, got 0.0 |
-| 78 | numbers (finetune) | `autoprog finetune --weight-decay -1` | --weight-decay must be a finite number >= 0, got -1.0 |
-| 79 | numbers (finetune) | `autoprog finetune --levels 0` | --levels must be >= 1, got 0 |
-| 80 | numbers (finetune) | `autoprog finetune --lora-rank 0` | --lora-rank must be >= 1, got 0 |
-| 81 | numbers (finetune) | `autoprog finetune --ntk-samples 1` | --ntk-samples must be >= 2, got 1 |
-| 82 | numbers (finetune) | `autoprog finetune --zico-batches 1` | --zico-batches must be >= 2, got 1 |
-| 83 | numbers (finetune) | `autoprog finetune --time-repeats 0` | --time-repeats must be >= 1, got 0 |
-| 84 | numbers (finetune) | `autoprog finetune --search-fraction 1` | --search-fraction must be in (0, 1), got 1.0 |
-| 85 | numbers (finetune) | `autoprog finetune --fid-samples -1` | --fid-samples must be 0 (skip FID) or >= 2, got -1 |
-| 86 | numbers (finetune) | `autoprog finetune --fid-samples 1` | --fid-samples must be 0 (skip FID) or >= 2, got 1 |
-| 87 | numbers (finetune) | `autoprog finetune --fid-reference 1` | --fid-reference must be >= 2, got 1 (FID statistics need 2 images) |
-| 88 | numbers (finetune) | `autoprog finetune --sample-steps 0` | --sample-steps must be >= 1, got 0 |
-| 89 | numbers (finetune) | `autoprog finetune --guidance nan` | --guidance must be a finite number >= 0, got nan |
-| 90 | numbers (finetune) | `autoprog finetune --cfg-dropout 1` | --cfg-dropout must be in [0, 1), got 1.0 |
-| 91 | numbers (finetune) | `autoprog finetune --ema-decay -0.5` | --ema-decay must be in [0, 1), got -0.5 |
-| 92 | numbers (finetune) | `autoprog finetune --seed -1` | --seed must be in 0..2**63-1, got -1 |
-| 93 | numbers (finetune) | `autoprog finetune --vote-weights time=nan` | --vote-weights: 'time=nan' is not a finite number |
-| 94 | numbers (finetune) | `autoprog finetune --vote-weights foo=1` | --vote-weights keys are time, ntk, zico (time required), got ['foo'] |
-| 95 | command line | `autoprog` | the following arguments are required: command (see: autoprog --help) |
-| 96 | command line | `autoprog pretrain` | the following arguments are required: --out (see: autoprog pretrain --help) |
-| 97 | command line | `autoprog pretrain --out TMP/out --epochs abc` | argument --epochs: invalid int value: 'abc' (see: autoprog pretrain --help) |
-| 98 | command line | `autoprog pretrain --out TMP/out --nope` | unrecognized arguments: --nope (see: autoprog --help) |
+| 29 | model folder | `autoprog finetune --model TMP/mismatched-dit` | TMP/mismatched-dit: config.json and the weights disagree: 43 tensor(s) of the model its config describes are not in the weights (e.g. pos_embed.proj.bias) |
+| 30 | dataset path | `autoprog pretrain --data-dir TMP/missing` | Fashion-MNIST not found in TMP/missing (no train-images-idx3-ubyte[.gz]): install it with `apt-get install -y dataset-fashion-mnist` or pass --data-dir DIR holding the idx files |
+| 31 | dataset path | `autoprog pretrain --data mnist-idx --data-dir TMP/missing` | MNIST not found in TMP/missing (no train-images-idx3-ubyte[.gz]): pass --data-dir DIR holding MNIST's idx files (train-images-idx3-ubyte[.gz] train-labels-idx1-ubyte[.gz] t10k-images-idx3-ubyte[.gz] t10k-labels-idx1-ubyte[.gz]) |
+| 32 | dataset path | `autoprog pretrain --data cifar10 --data-dir TMP/missing` | CIFAR-10 not found in TMP/missing (no cifar-10-batches-py): pass --data-dir DIR holding cifar-10-batches-py (the extracted python version of CIFAR-10) |
+| 33 | dataset path | `autoprog pretrain --data imagefolder:TMP/missing` | image folder dataset: TMP/missing/train not found (expected TMP/missing/train/<class>/<image> and TMP/missing/val/<class>/<image>) |
+| 34 | finished run in --out | `autoprog pretrain --out TMP/finished` | --out TMP/finished already holds a finished run (TMP/finished/summary.json); pass --overwrite to replace it, or choose another --out |
+| 35 | finished run in --out | `autoprog finetune --out TMP/finished` | --out TMP/finished already holds a finished run (TMP/finished/summary.json); pass --overwrite to replace it, or choose another --out |
+| 36 | finished run in --out | `autoprog pretrain --out TMP/a-file` | --out TMP/a-file exists and is not a folder |
+| 37 | output folder | `autoprog pretrain --out TMP/a-file/run` | --out TMP/a-file/run cannot be created or written (Not a directory); choose a folder you can write to |
+| 38 | schedule file | `autoprog pretrain --schedule TMP/missing.json` | schedule file TMP/missing.json does not exist |
+| 39 | schedule file | `autoprog pretrain --schedule TMP/not-json.json` | schedule file TMP/not-json.json is not JSON: Expecting property name enclosed in double quotes: line 1 column 3 (char 2) |
+| 40 | schedule file | `autoprog pretrain --schedule TMP/binary.json` | schedule file TMP/binary.json is not JSON: 'utf-8' codec can't decode byte 0xff in position 0: invalid start byte |
+| 41 | schedule file | `autoprog pretrain --schedule TMP/no-schedule.json` | schedule file TMP/no-schedule.json holds no schedule: expected a summary.json with a "schedule" list, or a bare list of stages |
+| 42 | schedule file | `autoprog pretrain --schedule TMP/bad-stage.json` | schedule file TMP/bad-stage.json: not a growth schedule (each stage needs stage, start_epoch, end_epoch, resolution, depth): 'start_epoch' |
+| 43 | schedule file | `autoprog pretrain --schedule TMP/gap.json` | schedule file TMP/gap.json: not a growth schedule (each stage needs stage, start_epoch, end_epoch, resolution, depth): stage 1 covers epochs [3, 4): not contiguous |
+| 44 | schedule file | `autoprog pretrain --schedule TMP/infinite.json` | schedule file TMP/infinite.json: not a growth schedule (each stage needs stage, start_epoch, end_epoch, resolution, depth): cannot convert float infinity to integer |
+| 45 | schedule file | `autoprog pretrain --schedule TMP/six-epochs.json` | schedule file covers 6 epochs but --epochs is 4 |
+| 46 | schedule file | `autoprog pretrain --schedule TMP/too-deep.json` | schedule stage 0 (resolution 28, depth 9) does not fit the model (resolution 28 in steps of 4, depth 4) |
+| 47 | numbers (pretrain) | `autoprog pretrain --epochs 0` | --epochs must be >= 1, got 0 |
+| 48 | numbers (pretrain) | `autoprog pretrain --stages 0` | --stages must be >= 1, got 0 |
+| 49 | numbers (pretrain) | `autoprog pretrain --batch-size 0` | --batch-size must be >= 1, got 0 |
+| 50 | numbers (pretrain) | `autoprog pretrain --batch-size -8` | --batch-size must be >= 1, got -8 |
+| 51 | numbers (pretrain) | `autoprog pretrain --batch-size 100000` | the training set (128 images) is smaller than one batch (100000) |
+| 52 | numbers (pretrain) | `autoprog pretrain --lr 0` | --lr must be a finite number > 0, got 0.0 |
+| 53 | numbers (pretrain) | `autoprog pretrain --lr -0.001` | --lr must be a finite number > 0, got -0.001 |
+| 54 | numbers (pretrain) | `autoprog pretrain --lr nan` | --lr must be a finite number > 0, got nan |
+| 55 | numbers (pretrain) | `autoprog pretrain --lr inf` | --lr must be a finite number > 0, got inf |
+| 56 | numbers (pretrain) | `autoprog pretrain --min-lr -1` | --min-lr must be a finite number >= 0, got -1.0 |
+| 57 | numbers (pretrain) | `autoprog pretrain --weight-decay -0.1` | --weight-decay must be a finite number >= 0, got -0.1 |
+| 58 | numbers (pretrain) | `autoprog pretrain --warmup-epochs -1` | --warmup-epochs must be a finite number >= 0, got -1.0 |
+| 59 | numbers (pretrain) | `autoprog pretrain --label-smoothing 1` | --label-smoothing must be in [0, 1), got 1.0 |
+| 60 | numbers (pretrain) | `autoprog pretrain --drop-path 1.5` | --drop-path must be in [0, 1), got 1.5 |
+| 61 | numbers (pretrain) | `autoprog pretrain --ema-decay 1` | --ema-decay must be in [0, 1), got 1.0 |
+| 62 | numbers (pretrain) | `autoprog pretrain --mixup -1` | --mixup must be a finite number >= 0, got -1.0 |
+| 63 | numbers (pretrain) | `autoprog pretrain --cutmix nan` | --cutmix must be a finite number >= 0, got nan |
+| 64 | numbers (pretrain) | `autoprog pretrain --reprob 2` | --reprob must be in [0, 1], got 2.0 |
+| 65 | numbers (pretrain) | `autoprog pretrain --val-size -1` | --val-size must be >= 0, got -1 |
+| 66 | numbers (pretrain) | `autoprog pretrain --train-subset 0` | --train-subset must be >= 1, got 0 |
+| 67 | numbers (pretrain) | `autoprog pretrain --test-subset 0` | --test-subset must be >= 1, got 0 |
+| 68 | numbers (pretrain) | `autoprog pretrain --depth 0` | --depth must be >= 1, got 0 |
+| 69 | numbers (pretrain) | `autoprog pretrain --patch-size 0` | --patch-size must be >= 1, got 0 |
+| 70 | numbers (pretrain) | `autoprog pretrain --img-size 0` | --img-size must be >= 1, got 0 |
+| 71 | numbers (pretrain) | `autoprog pretrain --threads 0` | --threads must be >= 1, got 0 |
+| 72 | numbers (pretrain) | `autoprog pretrain --seed -1` | --seed must be in 0..2**63-1, got -1 |
+| 73 | numbers (pretrain) | `autoprog pretrain --search-epochs 0` | --search-epochs must be >= 1, got 0 |
+| 74 | other options (pretrain) | `autoprog pretrain --optimizer-state keep` | argument --optimizer-state: invalid choice: 'keep' (choose from 'carry', 'reset') (see: autoprog pretrain --help) |
+| 75 | other options (pretrain) | `autoprog pretrain --randaug foo` | --randaug must be a timm RandAugment string like rand-m9-mstd0.5-inc1, got 'foo' |
+| 76 | other options (pretrain) | `autoprog pretrain --device gpu` | --device 'gpu' is not a torch device (e.g. cpu, cuda, cuda:1) |
+| 77 | numbers (finetune) | `autoprog finetune --steps 0` | --steps must be >= 1, got 0 |
+| 78 | numbers (finetune) | `autoprog finetune --batch-size 0` | --batch-size must be >= 1, got 0 |
+| 79 | numbers (finetune) | `autoprog finetune --lr 0` | --lr must be a finite number > 0, got 0.0 |
+| 80 | numbers (finetune) | `autoprog finetune --weight-decay -1` | --weight-decay must be a finite number >= 0, got -1.0 |
+| 81 | numbers (finetune) | `autoprog finetune --levels 0` | --levels must be >= 1, got 0 |
+| 82 | numbers (finetune) | `autoprog finetune --lora-rank 0` | --lora-rank must be >= 1, got 0 |
+| 83 | numbers (finetune) | `autoprog finetune --ntk-samples 1` | --ntk-samples must be >= 2, got 1 |
+| 84 | numbers (finetune) | `autoprog finetune --zico-batches 1` | --zico-batches must be >= 2, got 1 |
+| 85 | numbers (finetune) | `autoprog finetune --time-repeats 0` | --time-repeats must be >= 1, got 0 |
+| 86 | numbers (finetune) | `autoprog finetune --search-fraction 1` | --search-fraction must be in (0, 1), got 1.0 |
+| 87 | numbers (finetune) | `autoprog finetune --fid-samples -1` | --fid-samples must be 0 (skip FID) or >= 2, got -1 |
+| 88 | numbers (finetune) | `autoprog finetune --fid-samples 1` | --fid-samples must be 0 (skip FID) or >= 2, got 1 |
+| 89 | numbers (finetune) | `autoprog finetune --fid-reference 1` | --fid-reference must be >= 2, got 1 (FID statistics need 2 images) |
+| 90 | numbers (finetune) | `autoprog finetune --sample-steps 0` | --sample-steps must be >= 1, got 0 |
+| 91 | numbers (finetune) | `autoprog finetune --guidance nan` | --guidance must be a finite number >= 0, got nan |
+| 92 | numbers (finetune) | `autoprog finetune --cfg-dropout 1` | --cfg-dropout must be in [0, 1), got 1.0 |
+| 93 | numbers (finetune) | `autoprog finetune --ema-decay -0.5` | --ema-decay must be in [0, 1), got -0.5 |
+| 94 | numbers (finetune) | `autoprog finetune --seed -1` | --seed must be in 0..2**63-1, got -1 |
+| 95 | numbers (finetune) | `autoprog finetune --vote-weights time=nan` | --vote-weights: 'time=nan' is not a finite number |
+| 96 | numbers (finetune) | `autoprog finetune --vote-weights foo=1` | --vote-weights keys are time, ntk, zico (time required), got ['foo'] |
+| 97 | command line | `autoprog` | the following arguments are required: command (see: autoprog --help) |
+| 98 | command line | `autoprog pretrain` | the following arguments are required: --out (see: autoprog pretrain --help) |
+| 99 | command line | `autoprog pretrain --out TMP/out --epochs abc` | argument --epochs: invalid int value: 'abc' (see: autoprog pretrain --help) |
+| 100 | command line | `autoprog pretrain --out TMP/out --nope` | unrecognized arguments: --nope (see: autoprog --help) |
 """
 
 from __future__ import annotations
@@ -204,6 +206,7 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("model cannot grow / unfreeze", "finetune", ["--model", "TMP/unconditional-dit"]),
     ("model cannot grow / unfreeze", "finetune", ["--model", "TMP/no-weights"]),
     ("model cannot grow / unfreeze", "finetune", ["--model", "TMP/empty-folder"]),
+    ("model folder", "finetune", ["--model", "TMP/mismatched-dit"]),
     ("dataset path", "pretrain", ["--data-dir", "TMP/missing"]),
     ("dataset path", "pretrain", ["--data", "mnist-idx", "--data-dir", "TMP/missing"]),
     ("dataset path", "pretrain", ["--data", "cifar10", "--data-dir", "TMP/missing"]),
@@ -211,6 +214,7 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("finished run in --out", "pretrain", ["--out", "TMP/finished"]),
     ("finished run in --out", "finetune", ["--out", "TMP/finished"]),
     ("finished run in --out", "pretrain", ["--out", "TMP/a-file"]),
+    ("output folder", "pretrain", ["--out", "TMP/a-file/run"]),
     ("schedule file", "pretrain", ["--schedule", "TMP/missing.json"]),
     ("schedule file", "pretrain", ["--schedule", "TMP/not-json.json"]),
     ("schedule file", "pretrain", ["--schedule", "TMP/binary.json"]),
@@ -300,6 +304,15 @@ def make_scratch(root: Path) -> Path:
         (root / name).mkdir()
         (root / name / "config.json").write_text(json.dumps(config))
     (root / "empty-folder").mkdir()
+    # a DiT folder whose config describes tensors its weights file does not hold
+    from safetensors.torch import save_file
+
+    dit = {"_class_name": "DiTTransformer2DModel", "num_attention_heads": 2, "attention_head_dim": 8, "in_channels": 1,
+           "out_channels": 1, "num_layers": 2, "sample_size": 8, "patch_size": 4, "num_embeds_ada_norm": 10,
+           "norm_num_groups": 1}  # fmt: skip
+    (root / "mismatched-dit").mkdir()
+    (root / "mismatched-dit" / "config.json").write_text(json.dumps(dit))
+    save_file({"pos_embed.proj.weight": torch.zeros(16, 1, 4, 4)}, root / "mismatched-dit" / "diffusion_pytorch_model.safetensors")
     return root
 
 
@@ -445,6 +458,102 @@ def test_library_users_get_the_same_errors():
 
 
 # ----------------------------------------------------------------------------------------------------
+# Failures from inside a run that a user causes (issue 21): one line, exit 2, nothing left behind.
+
+#: (exception raised inside the run, the message the user sees)
+RAISED = [
+    (PermissionError(13, "Permission denied", "/data/train/cat/1.png"), "/data/train/cat/1.png: Permission denied"),
+    (OSError(28, "No space left on device", "TMP/out/log.jsonl"), "TMP/out/log.jsonl: No space left on device"),
+    (IsADirectoryError(21, "Is a directory", "/data/a.png"), "/data/a.png: Is a directory"),
+    (
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 8 GiB"),
+        "out of memory with --model resnet50 --method prog --batch-size 128 --img-size 224 (tried to allocate "
+        "2.00 GiB on the GPU); lower --batch-size or --img-size, or use --mixed-precision bf16 on a GPU",
+    ),
+    (
+        RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                     "you tried to allocate 25769803776 bytes. Error code 12 (Cannot allocate memory)"),
+        "out of memory with --model resnet50 --method prog --batch-size 128 --img-size 224 (tried to allocate "
+        "24.00 GiB); lower --batch-size or --img-size, or use --mixed-precision bf16 on a GPU",
+    ),  # fmt: skip
+    (
+        ValueError("Expected more than 1 value per channel when training, got input size torch.Size([1, 512, 1, 1])"),
+        "a BatchNorm layer got one value per channel in training (--model resnet50 --method prog --batch-size 128 "
+        "--img-size 224): a batch of one on a 1x1 feature map (a ResNet's last stage at a small input); use "
+        "--batch-size 2 or more, or a larger --img-size",
+    ),
+    (MemoryError(), "out of memory with --model resnet50 --method prog --batch-size 128 --img-size 224 "
+                    "(MemoryError); lower --batch-size or --img-size, or use --mixed-precision bf16 on a GPU"),  # fmt: skip
+]
+
+
+def _raising(error: BaseException):
+    def run(cfg):
+        Path(cfg.out, "checkpoints").mkdir(parents=True)  # folders, but no file yet
+        raise error
+
+    return run
+
+
+@pytest.mark.parametrize(("error", "message"), RAISED)
+def test_user_caused_failures_inside_a_run_are_one_line(scratch, monkeypatch, error, message):
+    import autoprog.train.pretrain as pretrain_module
+
+    monkeypatch.setattr(pretrain_module, "pretrain", _raising(error))
+    out = scratch / "new" / "run"
+    args = ["--out", str(out), "--model", "resnet50", "--method", "prog", "--batch-size", "128", "--img-size", "224"]
+    code, err = run_in_process(argv_of("pretrain", args, scratch))
+    assert code == 2 and err.count("\n") == 1, err
+    assert message_of(err, scratch) == message
+    assert not (scratch / "new").exists()  # the folders this run made (empty) are gone
+
+
+def test_a_bug_keeps_its_traceback_and_debug_shows_user_errors(scratch, monkeypatch):
+    import autoprog.train.pretrain as pretrain_module
+
+    monkeypatch.setattr(pretrain_module, "pretrain", _raising(KeyError("a bug")))
+    with pytest.raises(KeyError):
+        main(argv_of("pretrain", ["--out", "TMP/bug"], scratch))
+    assert not (scratch / "bug").exists()
+    monkeypatch.setattr(pretrain_module, "pretrain", _raising(PermissionError(13, "Permission denied", "/x")))
+    with pytest.raises(PermissionError):
+        main(argv_of("pretrain", ["--out", "TMP/bug", "--debug"], scratch))
+
+
+def test_a_failed_start_leaves_nothing_but_what_existed(scratch):
+    """A run that fails before writing anything removes the folders it made; never one that existed."""
+    existing = scratch / "existing-out"
+    existing.mkdir()
+    for out in (scratch / "made" / "by" / "the-run", existing):
+        code, err = run_in_process(argv_of("pretrain", ["--out", str(out), "--data-dir", "TMP/missing"], scratch))
+        assert code == 2 and "Fashion-MNIST not found" in err
+    assert not (scratch / "made").exists() and existing.is_dir()
+
+
+def test_an_out_that_cannot_be_made_is_one_line(scratch):
+    code, err = run_in_process(argv_of("pretrain", ["--out", "/proc/autoprog-run"], scratch))  # as in the issue
+    assert code == 2 and err.count("\n") == 1 and "--out /proc/autoprog-run cannot be created or written" in err
+
+
+def test_a_dit_folder_whose_config_and_weights_disagree(tmp_path):
+    """Issue 21: such a folder reached "NotImplementedError: Cannot copy out of meta tensor"."""
+    from autoprog.adapters.diffusers_dit import create_dit, load_dit
+
+    create_dit(depth=2, hidden=32, heads=2, patch_size=4, sample_size=8).save_pretrained(tmp_path / "dit")
+    config = json.loads((tmp_path / "dit" / "config.json").read_text())
+    for change, message in [
+        ({"num_layers": 3}, r"19 tensor\(s\) of the model its config describes are not in the weights \(e\.g\. transformer_blocks\.2\."),
+        ({"num_layers": 1}, r"19 tensor\(s\) in the weights have no place in that model \(e\.g\. transformer_blocks\.1\."),
+        ({"attention_head_dim": 32}, r"pos_embed\.proj\.bias expected shape torch\.Size\(\[64\]\), but got torch\.Size\(\[32\]\)$"),
+    ]:  # fmt: skip
+        (tmp_path / "dit" / "config.json").write_text(json.dumps(config | change))
+        with pytest.raises(ConfigError, match=f"^{tmp_path / 'dit'}: config.json and the weights disagree: {message}"):
+            load_dit(tmp_path / "dit")
+    (tmp_path / "dit" / "config.json").write_text(json.dumps(config))
+    assert len(load_dit(tmp_path / "dit").transformer_blocks) == 2
+
+
+# ----------------------------------------------------------------------------------------------------
 # Property-based: over the configuration space, validate() passes or raises AutoprogError, nothing else.
 
 HUGE = [2**31, 2**63, 10**30, 10**400]
@@ -575,6 +684,39 @@ def test_schedule_files_pass_or_give_config_errors(content, epochs):
             check_schedule_file(str(path), epochs)
         except ConfigError as e:
             assert "\n" not in str(e)
+
+
+USER_ERRORS = st.one_of(
+    st.builds(lambda n, e, m, f: OSError(e, m, f) if n else OSError(m), st.booleans(), st.integers(1, 130), TEXT,
+              st.one_of(TEXT, st.none())),  # fmt: skip
+    st.builds(lambda m: PermissionError(13, m, "/some/file"), TEXT),
+    st.builds(torch.OutOfMemoryError, TEXT),
+    st.builds(lambda m: RuntimeError(f"DefaultCPUAllocator: can't allocate memory: {m}"), TEXT),
+    st.just(MemoryError()),
+    st.builds(AutoprogError, TEXT),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(error=USER_ERRORS, name=st.text(st.characters(blacklist_characters="/"), min_size=1, max_size=30),
+       nested=st.booleans(), command=st.sampled_from(["pretrain", "finetune"]))  # fmt: skip
+def test_any_user_caused_failure_is_one_line_and_leaves_no_folder(error, name, nested, command):
+    """Whatever the message (newlines, empty, odd bytes) and whatever --out (any name, NUL bytes,
+    too long), a failure a user causes is one line and exit code 2, and the run leaves no folder."""
+    from unittest import mock
+
+    import autoprog.train.finetune as finetune_module
+    import autoprog.train.pretrain as pretrain_module
+
+    if name in (".", ".."):
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / name / "run" if nested else Path(folder) / name
+        module = pretrain_module if command == "pretrain" else finetune_module
+        with mock.patch.object(module, command, _raising(error)):
+            code, err = run_in_process([command, "--out", str(out)])
+        assert code == 2 and err.startswith("autoprog: error: ") and err.count("\n") == 1, err
+        assert list(Path(folder).iterdir()) == []
 
 
 if __name__ == "__main__":  # print the table of the module docstring (and docs/errors.md)

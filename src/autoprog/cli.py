@@ -1,8 +1,11 @@
 """The ``autoprog`` command line: ``pretrain``, ``finetune``, ``source``, ``bench pretrain|finetune``, ``report``.
 
-Errors caused by the input (bad names, missing data, invalid numbers, a bad command line) print one
-line, ``autoprog: error: ...``, and exit 2; ``--debug`` (before or after the subcommand) shows the
-traceback instead. ``pretrain`` and ``finetune`` check the whole configuration, and refuse an
+Errors a user causes (bad names, missing data, invalid numbers, a bad command line, a model folder
+whose config and weights disagree, a file or folder that cannot be read or written, memory that runs
+out: :func:`autoprog.errors.user_error_message`) print one line, ``autoprog: error: ...``, and exit
+2; ``--debug`` (before or after the subcommand) shows the traceback instead. ``--out`` is created
+(and tried with a test file) before any work, and removed again if the run fails while it is still
+empty (:mod:`autoprog.run_dir`). ``pretrain`` and ``finetune`` check the whole configuration, and refuse an
 ``--out`` folder that already holds a finished run unless ``--overwrite`` is given, before any work
 starts. See ``docs/errors.md`` for every message.
 """
@@ -14,8 +17,9 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from autoprog.errors import AutoprogError
+from autoprog.errors import one_line, user_error_message  # noqa: F401 (one_line: the CLI's helper)
 from autoprog.growth.operators import OPERATORS
+from autoprog.run_dir import make_run_dir, remove_if_empty
 from autoprog.train.config import (
     FINETUNE_METHODS,
     PRETRAIN_METHODS,
@@ -33,285 +37,338 @@ _PRETRAIN_FIELDS = {
 }  # fmt: skip
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows every option's default: ``(default: X)`` is added unless the help says it in words
+    (options whose default is ``None`` must: "the data's", "off", ...); a flag's default is off."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        if "(default" in help_text or not action.option_strings or action.default is argparse.SUPPRESS:
+            return help_text
+        if action.nargs == 0:  # a flag (store_true / store_false)
+            return f"{help_text} (default: off)"
+        return f"{help_text} (default: %(default)s)" if action.default is not None else help_text
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line error (``autoprog: error: ...``, exit 2) instead of usage + error."""
+    """argparse with a one-line error (``autoprog: error: ...``, exit 2) instead of usage + error, and
+    every option's default in ``--help`` (:class:`_HelpFormatter`)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         message = " ".join(message.split())
         self.exit(2, f"autoprog: error: {message} (see: {self.prog} --help)\n")
 
 
-def _add_overwrite_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+#: The option groups of ``pretrain`` / ``finetune`` (and their ``bench``), in ``--help`` order.
+GROUPS = ("data", "model", "method and schedule", "search", "optimisation", "speed", "reliability", "output")
+
+
+def _group(p: argparse.ArgumentParser, title: str) -> argparse._ArgumentGroup:
+    """The option group ``title`` of ``p`` (one of :data:`GROUPS`, or another title, appended).
+
+    Add an option to its group wherever it is defined: ``_group(p, "speed").add_argument(...)``.
+    The first call makes all of :data:`GROUPS` in their order; argparse does not show empty ones.
+    """
+    groups = {g.title: g for g in p._action_groups}
+    if GROUPS[0] not in groups:
+        groups.update({t: p.add_argument_group(t) for t in GROUPS})
+    if title not in groups:
+        groups[title] = p.add_argument_group(title)
+    return groups[title]
+
+
+def _add_reliability_args(p: argparse.ArgumentParser) -> None:
+    g = _group(p, "reliability")
+    g.add_argument(
         "--overwrite",
         action="store_true",
         help="replace a finished run in --out (default: refuse when --out holds a summary.json)",
     )
-    p.add_argument(
+    g.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint (exactly)"
     )
-    p.add_argument(
+    g.add_argument(
         "--checkpoint-every",
         type=int,
         default=0,
         metavar="N",
         help="also checkpoint every N optimizer steps (default: at stage boundaries only)",
     )
-    p.add_argument(
+    g.add_argument(
         "--on-nonfinite",
         choices=("stop", "rollback"),
         default="rollback",
-        help="on a NaN/inf loss: stop, or roll back to the last checkpoint with a lower LR (default)",
+        help="on a NaN/inf loss: stop, or roll back to the last checkpoint with a lower LR",
     )
-    p.add_argument(
-        "--nonfinite-lr-factor", type=float, default=0.5, help="LR multiplier at each rollback (default: 0.5)"
-    )
+    g.add_argument("--nonfinite-lr-factor", type=float, default=0.5, help="LR multiplier at each rollback")
+
+
+_DATA_DIR_HELP = (
+    "folder holding the dataset's files (default: /usr/share/datasets/fashion-mnist for fashion-mnist; "
+    "mnist-idx and cifar10 need it; mnist-5k and imagefolder:PATH ignore it)"
+)
 
 
 def _add_train_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -> None:
     d = PretrainConfig()
-    p.add_argument("--model", default=d.model, help="timm ViT/DeiT name (default: %(default)s)")
-    p.add_argument("--data", default=d.data, help="fashion-mnist, mnist-idx, mnist-5k, cifar10 or imagefolder:PATH")
-    p.add_argument(
-        "--data-dir", default=None, help="folder holding the dataset's files (overrides the default)"
-    )
-    if not for_bench:
-        p.add_argument("--method", default=d.method, choices=PRETRAIN_METHODS)
-        p.add_argument("--out", required=True, help="run directory (summary.json, log.jsonl, checkpoints)")
-        _add_overwrite_arg(p)
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument(
+    data = _group(p, "data")
+    data.add_argument("--data", default=d.data, help="fashion-mnist, mnist-idx, mnist-5k, cifar10 or imagefolder:PATH")
+    data.add_argument("--data-dir", default=None, help=_DATA_DIR_HELP)
+    data.add_argument(
         "--train-subset",
         type=int,
         default=5000 if for_bench else None,
-        help="class-balanced subset of the training split" + (" (default: %(default)s)" if for_bench else ""),
+        help="class-balanced subset of the training split" + ("" if for_bench else " (default: all of it)"),
     )
-    p.add_argument(
+    data.add_argument(
         "--val-size", type=int, default=d.val_size, help="validation images carved from unused training data"
     )
-    p.add_argument(
-        "--test-subset", type=int, default=None, help="evaluate on a class-balanced part of the test split"
-    )
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument(
-        "--ratio", type=float, default=d.ratio, help="initial scaling ratio r0 of the growth space"
-    )
-    p.add_argument("--stages", type=int, default=d.stages, help="number of stages")
-    p.add_argument("--operator", default=d.operator, choices=sorted(OPERATORS), help="growth operator")
-    p.add_argument(
-        "--optimizer-state",
-        choices=("carry", "reset"),
-        default=d.optimizer_state,
-        help="at growth, grow AdamW's moments with the weights (carry) or start them afresh (reset)",
-    )
-    p.add_argument(
-        "--search-epochs", type=int, default=d.search_epochs, help="supernet epochs per searched stage"
-    )
-    p.add_argument(
-        "--search-samples",
-        type=int,
-        default=d.search_samples,
-        help="fixed training images scored per candidate",
-    )
-    p.add_argument(
-        "--search-snapshots",
-        type=int,
-        default=d.search_snapshots,
-        help="loss snapshots in the last supernet epoch",
-    )
-    p.add_argument(
-        "--no-recycle",
-        dest="recycle",
-        action="store_false",
-        help="ablation: supernet epochs are extra, weights not inherited",
-    )
-    p.add_argument(
-        "--patch-size",
+    data.add_argument(
+        "--test-subset",
         type=int,
         default=None,
-        help=f"ViT patch size (default: {d.patch_size} for the default model, else the model's)",
+        help="evaluate on a class-balanced part of the test split (default: all of it)",
     )
-    p.add_argument(
+
+    model = _group(p, "model")
+    model.add_argument("--model", default=d.model, help="timm ViT/DeiT name or torchvision resnet18/34/50/101")
+    model.add_argument(
         "--depth",
         type=int,
         default=None,
         help=f"blocks of the full model: transformer blocks, or a ResNet's growable residual blocks "
         f"(default: {d.depth} for the default model, else the model's own)",
     )
-    p.add_argument("--img-size", type=int, default=None, help="full input resolution (default: the data's)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--min-lr", type=float, default=d.min_lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
-    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
-    p.add_argument("--drop-path", type=float, default=d.drop_path)
-    p.add_argument("--ema-decay", type=float, default=d.ema_decay, help="momentum of the EMA / MoGrow copy")
-    p.add_argument("--mixup", type=float, default=d.mixup, help="mixup alpha (0 = off)")
-    p.add_argument("--cutmix", type=float, default=d.cutmix, help="cutmix alpha (0 = off)")
-    p.add_argument("--randaug", default=None, help="timm RandAugment string, e.g. rand-m9-mstd0.5-inc1")
-    p.add_argument("--reprob", type=float, default=d.reprob, help="random-erasing probability (0 = off)")
-    p.add_argument(
+    model.add_argument(
+        "--patch-size",
+        type=int,
+        default=None,
+        help=f"ViT patch size (default: {d.patch_size} for the default model, else the model's)",
+    )
+    model.add_argument("--img-size", type=int, default=None, help="full input resolution (default: the data's)")
+
+    method = _group(p, "method and schedule")
+    if not for_bench:
+        method.add_argument(
+            "--method",
+            default=d.method,
+            choices=PRETRAIN_METHODS,
+            help="full model throughout, prog (uniform growth), autoprog-one (supernet search), autoprog-zero "
+            "(zero-shot search) or progstack",
+        )
+    method.add_argument("--epochs", type=int, default=d.epochs, help="training epochs")
+    method.add_argument("--stages", type=int, default=d.stages, help="number of stages")
+    method.add_argument("--ratio", type=float, default=d.ratio, help="initial scaling ratio r0 of the growth space")
+    method.add_argument("--operator", default=d.operator, choices=sorted(OPERATORS), help="growth operator")
+    method.add_argument(
+        "--optimizer-state",
+        choices=("carry", "reset"),
+        default=d.optimizer_state,
+        help="at growth, grow AdamW's moments with the weights (carry) or start them afresh (reset)",
+    )
+
+    search = _group(p, "search")
+    search.add_argument(
+        "--search-epochs", type=int, default=d.search_epochs, help="autoprog-one: supernet epochs per searched stage"
+    )
+    search.add_argument(
+        "--search-samples",
+        type=int,
+        default=d.search_samples,
+        help="autoprog-one: fixed training images scored per candidate",
+    )
+    search.add_argument(
+        "--search-snapshots",
+        type=int,
+        default=d.search_snapshots,
+        help="autoprog-one: loss snapshots in the last supernet epoch",
+    )
+    search.add_argument(
+        "--no-recycle",
+        dest="recycle",
+        action="store_false",
+        help="ablation: supernet epochs are extra, weights not inherited",
+    )
+    search.add_argument(
+        "--search-runtime",
+        choices=("measured", "flops"),
+        default="measured",
+        help="AutoProg-One's/-Zero's runtime term: measured step time or FLOPs (deterministic, reproducible)",
+    )
+    search.add_argument("--ntk-samples", type=int, default=d.ntk_samples, help="autoprog-zero: samples of the NTK")
+    search.add_argument(
+        "--zico-batches",
+        type=int,
+        default=d.zico_batches,
+        help="autoprog-zero: probe batches of ZiCo, each of --batch-size training images",
+    )
+    search.add_argument("--vote-weights", default=d.vote_weights, help="autoprog-zero: ranked-voting weights")
+
+    opt = _group(p, "optimisation")
+    opt.add_argument("--batch-size", type=int, default=d.batch_size, help="images per optimizer step (per process)")
+    opt.add_argument("--lr", type=float, default=d.lr, help="AdamW's peak learning rate")
+    opt.add_argument("--min-lr", type=float, default=d.min_lr, help="learning rate at the end of the cosine decay")
+    opt.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW's weight decay")
+    opt.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="epochs of linear warm-up")
+    opt.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="of the cross-entropy")
+    opt.add_argument("--drop-path", type=float, default=d.drop_path, help="stochastic depth rate of the full model")
+    opt.add_argument("--ema-decay", type=float, default=d.ema_decay, help="momentum of the EMA / MoGrow copy")
+    opt.add_argument("--mixup", type=float, default=d.mixup, help="mixup alpha (0 = off)")
+    opt.add_argument("--cutmix", type=float, default=d.cutmix, help="cutmix alpha (0 = off)")
+    opt.add_argument("--randaug", default=None, help="timm RandAugment string, e.g. rand-m9-mstd0.5-inc1 (default: off)")
+    opt.add_argument("--reprob", type=float, default=d.reprob, help="random-erasing probability (0 = off)")
+    opt.add_argument(
         "--adaptive-reg", action="store_true", help="RandAugment/drop-path/random-erasing rise with the stage"
     )
-    p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
-    p.add_argument("--channels-last", action="store_true", help="channels-last memory format (CNNs on GPU)")
-    p.add_argument(
+    opt.add_argument("--seed", type=int, default=d.seed, help="seed of the data subsets, initialisation and order")
+
+    speed = _group(p, "speed")
+    speed.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    speed.add_argument(
         "--mixed-precision",
         choices=("no", "bf16", "fp16"),
         default=None,
         help="autocast dtype; fp16 adds a gradient scaler (default: --amp's bf16, accelerate's setting, else no)",
     )
-    p.add_argument("--workers", type=int, default=0, help="data-loader worker processes for lazy datasets")
-    p.add_argument(
+    speed.add_argument("--channels-last", action="store_true", help="channels-last memory format (CNNs on GPU)")
+    speed.add_argument(
         "--compile",
         default=None,
         metavar="BACKEND",
-        help="torch.compile the training forward (inductor, aot_eager, ...): once per model change",
+        help="torch.compile the training forward (inductor, aot_eager, ...): once per model change (default: off)",
     )
-    p.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--eval-ema", action="store_true", help="also report top-1 of the EMA model")
-    p.add_argument(
-        "--search-runtime",
-        choices=("measured", "flops"),
-        default="measured",
-        help="AutoProg-One's/-Zero's runtime term: measured step time (default) or FLOPs (deterministic, reproducible)",
-    )
-    p.add_argument(
-        "--ntk-samples",
-        type=int,
-        default=d.ntk_samples,
-        help="autoprog-zero: samples of the NTK (default: %(default)s)",
-    )
-    p.add_argument(
-        "--zico-batches",
-        type=int,
-        default=d.zico_batches,
-        help="autoprog-zero: probe batches of ZiCo, each of --batch-size training images (default: %(default)s)",
-    )
-    p.add_argument(
-        "--vote-weights",
-        default=d.vote_weights,
-        help="autoprog-zero: ranked-voting weights (default: %(default)s)",
-    )
+    speed.add_argument("--workers", type=int, default=0, help="data-loader worker processes for lazy datasets")
+    speed.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
+    speed.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: PyTorch's)")
+
+    out = _group(p, "output")
+    if not for_bench:
+        out.add_argument("--out", required=True, help="run directory (summary.json, log.jsonl, checkpoints)")
+        _add_reliability_args(p)
+    out.add_argument("--eval-ema", action="store_true", help="also report top-1 of the EMA model")
     _add_output_args(p)
 
 
 def _add_output_args(p: argparse.ArgumentParser) -> None:
     """What both training commands print and log: progress bars, TensorBoard, tracebacks."""
-    p.add_argument(
+    out = _group(p, "output")
+    out.add_argument(
         "--progress",
         choices=("auto", "on", "off"),
         default="auto",
         help="progress bars (auto: on a terminal)",
     )
-    p.add_argument(
+    out.add_argument(
         "--tensorboard",
         metavar="DIR",
         default=None,
         help="also log losses, validation, stages and searches as TensorBoard scalars in DIR "
-        "(needs: pip install 'autoprog[tensorboard]')",
+        "(default: off; needs: pip install 'autoprog[tensorboard]')",
     )
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    out.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def _add_finetune_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -> None:
     d = FinetuneConfig()
-    p.add_argument(
+    data = _group(p, "data")
+    data.add_argument("--data", default=d.data, help="mnist-5k, fashion-mnist, mnist-idx, cifar10 or imagefolder:PATH")
+    data.add_argument("--data-dir", default=None, help=_DATA_DIR_HELP)
+
+    _group(p, "model").add_argument(
         "--model",
         default=d.model,
         help="source: a diffusers DiT folder, a text-to-image pipeline folder (unet/ + text_encoder/), an "
-        "`autoprog pretrain` run folder (a ViT classifier), or a built-in source made on first use "
-        "(default: %(default)s)",
+        "`autoprog pretrain` run folder (a ViT classifier), or a built-in source made on first use",
     )
-    p.add_argument(
-        "--data",
-        default=d.data,
-        help="mnist-5k, fashion-mnist, mnist-idx, cifar10 or imagefolder:PATH (default: %(default)s)",
-    )
-    p.add_argument(
-        "--data-dir", default=None, help="folder holding the dataset's files (overrides the default)"
-    )
+
+    method = _group(p, "method and schedule")
     if not for_bench:
-        p.add_argument("--method", default=d.method, choices=FINETUNE_METHODS)
-        p.add_argument(
-            "--out", required=True, help="run directory (summary.json, log.jsonl, samples.png, model/)"
+        method.add_argument(
+            "--method",
+            default=d.method,
+            choices=FINETUNE_METHODS,
+            help="full, the bitfit / difffit / lora baselines, or progressive unfreezing: prog, autoprog-one, "
+            "autoprog-zero",
         )
-        _add_overwrite_arg(p)
-    p.add_argument("--steps", type=int, default=d.steps, help="optimizer steps (default: %(default)s)")
-    p.add_argument(
+    method.add_argument("--steps", type=int, default=d.steps, help="optimizer steps")
+    method.add_argument("--stages", type=int, default=d.stages, help="number of stages")
+    method.add_argument(
+        "--ratio", type=float, default=d.ratio, help="smallest resolution as a fraction of the full one"
+    )
+    method.add_argument("--levels", type=int, default=d.levels, help="unfreezing levels (interleaved blocks)")
+    method.add_argument(
         "--sid",
         dest="sid",
         action="store_true",
         default=None,
         help="Unique Stage Identifier (default: on for progressive methods)",
     )
-    p.add_argument("--no-sid", dest="sid", action="store_false", help="ablation: no stage identifier")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument(
-        "--lr", type=float, default=d.lr, help="learning rate (default: the source family's: 1e-4 for a DiT)"
-    )
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--stages", type=int, default=d.stages)
-    p.add_argument(
-        "--ratio", type=float, default=d.ratio, help="smallest resolution as a fraction of the full one"
-    )
-    p.add_argument("--levels", type=int, default=d.levels, help="unfreezing levels (interleaved blocks)")
-    p.add_argument(
-        "--cfg-dropout", type=float, default=d.cfg_dropout, help="label dropout for classifier-free guidance"
-    )
-    p.add_argument("--sid-dropout", type=float, default=d.sid_dropout, help="stage-id dropout")
-    p.add_argument(
-        "--ema-decay", type=float, default=d.ema_decay, help="EMA of the weights (0 = off); FID uses the EMA"
-    )
-    p.add_argument("--lora-rank", type=int, default=d.lora_rank)
-    p.add_argument(
+    method.add_argument("--no-sid", dest="sid", action="store_false", help="ablation: no stage identifier")
+    method.add_argument("--lora-rank", type=int, default=d.lora_rank, help="rank of the LoRA adapters (--method lora)")
+
+    search = _group(p, "search")
+    search.add_argument(
         "--ntk-samples", type=int, default=d.ntk_samples, help="samples of the NTK probe (AutoProg-Zero)"
     )
-    p.add_argument("--zico-batches", type=int, default=d.zico_batches, help="batches of the ZiCo probe")
-    p.add_argument("--time-repeats", type=int, default=d.time_repeats, help="timed steps per candidate")
-    p.add_argument(
+    search.add_argument("--zico-batches", type=int, default=d.zico_batches, help="batches of the ZiCo probe")
+    search.add_argument("--time-repeats", type=int, default=d.time_repeats, help="timed steps per candidate")
+    search.add_argument(
         "--search-runtime",
         choices=("measured", "flops"),
         default=d.search_runtime,
-        help="the searches' runtime term: measured step time (default) or FLOPs (deterministic, reproducible)",
+        help="the searches' runtime term: measured step time or FLOPs (deterministic, reproducible)",
     )
-    p.add_argument(
-        "--vote-weights", default=d.vote_weights, help="ranked-voting weights (default: %(default)s)"
-    )
-    p.add_argument(
+    search.add_argument("--vote-weights", default=d.vote_weights, help="ranked-voting weights")
+    search.add_argument(
         "--search-fraction",
         type=float,
         default=d.search_fraction,
         help="AutoProg-One: supernet share of a searched stage",
     )
-    p.add_argument(
-        "--fid-samples", type=int, default=d.fid_samples, help="generated images for FID (0 = skip)"
+
+    opt = _group(p, "optimisation")
+    opt.add_argument("--batch-size", type=int, default=d.batch_size, help="images per optimizer step (per process)")
+    opt.add_argument(
+        "--lr", type=float, default=d.lr, help="learning rate (default: the source family's: 1e-4 for a DiT)"
     )
-    p.add_argument(
-        "--fid-reference",
-        type=int,
-        default=d.fid_reference,
-        help="training images for the reference statistics",
+    opt.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW's weight decay")
+    opt.add_argument(
+        "--cfg-dropout", type=float, default=d.cfg_dropout, help="label dropout for classifier-free guidance"
     )
-    p.add_argument("--sample-steps", type=int, default=d.sample_steps, help="DDIM steps for sampling")
-    p.add_argument("--guidance", type=float, default=d.guidance, help="classifier-free guidance scale")
-    p.add_argument(
+    opt.add_argument("--sid-dropout", type=float, default=d.sid_dropout, help="stage-id dropout")
+    opt.add_argument(
+        "--ema-decay", type=float, default=d.ema_decay, help="EMA of the weights (0 = off); FID uses the EMA"
+    )
+    opt.add_argument("--seed", type=int, default=d.seed, help="seed of the data order, noise and new weights")
+
+    speed = _group(p, "speed")
+    speed.add_argument(
         "--mixed-precision",
         choices=("no", "bf16", "fp16"),
         default=None,
         help="autocast dtype (default: what accelerate launch --mixed_precision set, else no)",
     )
-    p.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    speed.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
+    speed.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: PyTorch's)")
+
+    out = _group(p, "output")
+    if not for_bench:
+        out.add_argument("--out", required=True, help="run directory (summary.json, log.jsonl, samples.png, model/)")
+        _add_reliability_args(p)
+    out.add_argument("--fid-samples", type=int, default=d.fid_samples, help="generated images for FID (0 = skip)")
+    out.add_argument("--fid-reference", type=int, default=d.fid_reference, help="training images for the reference statistics")
+    out.add_argument("--sample-steps", type=int, default=d.sample_steps, help="DDIM steps for sampling")
+    out.add_argument("--guidance", type=float, default=d.guidance, help="classifier-free guidance scale")
     _add_output_args(p)
-    t2i = p.add_argument_group("text-to-image sources (a pipeline with unet/ + text_encoder/)")
+    t2i = _group(p, "text-to-image sources (a pipeline with unet/ + text_encoder/)")
     t2i.add_argument(
         "--instance-prompt",
         default=None,
-        help='DreamBooth mode: caption of the subject\'s images, e.g. "a sks dog" (default LR 5e-6)',
+        help='DreamBooth mode: caption of the subject\'s images, e.g. "a sks dog"; its LR is 5e-6 (default: off)',
     )
     t2i.add_argument(
         "--class-noun", default=None, help="DreamBooth: the subject's class (default: the data's class name)"
@@ -330,24 +387,21 @@ def _add_finetune_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -
     t2i.add_argument(
         "--train-text-encoder", action="store_true", help="fine-tune the text encoder too (default: frozen)"
     )
-    t2i.add_argument("--clip-model", default=None, help="local CLIP folder: report CLIP-T (else skipped)")
+    t2i.add_argument("--clip-model", default=None, help="local CLIP folder: report CLIP-T (default: none, skipped)")
     t2i.add_argument(
-        "--dino-model", default=None, help="local DINO ViT folder: report DreamBooth's DINO score"
+        "--dino-model", default=None, help="local DINO ViT folder: report DreamBooth's DINO score (default: none, skipped)"
     )
 
 
 def _add_bench_args(p: argparse.ArgumentParser, kind: str, methods: str, example: str) -> None:
     """The options every ``autoprog bench <kind>`` shares."""
-    p.add_argument(
-        "--methods",
-        default=methods,
-        help=f"comma-separated methods, each optionally with options: {example} (default: %(default)s)",
-    )
-    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: --seed)")
-    p.add_argument("--name", default=None, help=f"result name under benchmarks/results (default: {kind}[-quick])")
-    p.add_argument("--results-dir", default="benchmarks/results", help="where the JSON/markdown/PNG go")
-    p.add_argument("--runs-dir", default="runs/bench", help="where each run's directory goes")
-    p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
+    g = _group(p, "benchmark")
+    g.add_argument("--methods", default=methods, help=f"comma-separated methods, each optionally with options: {example}")
+    g.add_argument("--seeds", default=None, help="comma-separated seeds (default: --seed)")
+    g.add_argument("--name", default=None, help=f"result name under benchmarks/results (default: {kind}[-quick])")
+    g.add_argument("--results-dir", default="benchmarks/results", help="where the JSON/markdown/PNG go")
+    g.add_argument("--runs-dir", default="runs/bench", help="where each run's directory goes")
+    g.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -356,19 +410,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", dest="debug_all", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("pretrain", help="pre-train a model with a (progressive) method")
+    about = "pre-train a model with a (progressive) method"
+    p = sub.add_parser("pretrain", help=about, description=f"{about.capitalize()}: a timm ViT/DeiT or a "
+                       "torchvision ResNet, grown in depth and input size (Sec. 3 of the paper).")  # fmt: skip
     _add_train_args(p)
-    p.add_argument(
-        "--schedule", dest="schedule_file", default=None, help="replay the schedule of a summary.json"
+    _group(p, "method and schedule").add_argument(
+        "--schedule", dest="schedule_file", default=None, help="replay the schedule of a summary.json (default: the method's)"
     )
 
-    f = sub.add_parser("finetune", help="fine-tune a diffusion model with a (progressive) method")
+    about = "fine-tune a diffusion model, a text-to-image model or a classifier with a (progressive) method"
+    f = sub.add_parser("finetune", help=about, description=f"{about.capitalize()}: a diffusers DiT, a "
+                       "text-to-image pipeline (UNet + CLIP text encoder) or a ViT from `autoprog pretrain`, "
+                       "unfrozen progressively (Sec. 4 of the paper).")  # fmt: skip
     _add_finetune_args(f)
 
     src = sub.add_parser("source", help="pre-train (and cache) a built-in source model for fine-tuning")
     src.add_argument("name", nargs="?", default="dit-fmnist", help="built-in source (default: %(default)s)")
     src.add_argument("--out", default=None, help="folder to save it in (default: the cache)")
-    src.add_argument("--data-dir", default=None, help="folder holding the source data's files")
+    src.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder holding the source data's files (default: /usr/share/datasets/fashion-mnist for fashion-mnist)",
+    )
     src.add_argument("--overwrite", action="store_true", help="re-make it even if it exists")
     src.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -415,11 +478,15 @@ def _finetune_config(args: argparse.Namespace, **override) -> FinetuneConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    made = None  # the folder this run created for --out: removed again if the start fails
+    context = ""  # the configuration, for an out-of-memory message
     try:
         if args.command == "pretrain":
             cfg = _pretrain_config(args)
             cfg.validate()
             check_out_dir(cfg.out, overwrite=args.overwrite)
+            context = _context(cfg)
+            made = make_run_dir(cfg.out)
             from autoprog.train.pretrain import pretrain
 
             pretrain(cfg)
@@ -429,6 +496,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             fcfg = _finetune_config(args)
             fcfg.validate(check_source)
             check_out_dir(fcfg.out, overwrite=args.overwrite)
+            context = _context(fcfg)
+            made = make_run_dir(fcfg.out)
             from autoprog.train.finetune import finetune
 
             finetune(fcfg)
@@ -449,19 +518,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run_report(args)
         return 0
-    except AutoprogError as e:
-        if args.debug_all or getattr(args, "debug", False):
-            raise
-        print(f"autoprog: error: {one_line(e)}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
+        remove_if_empty(made)
         print("autoprog: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # one line for what a user causes (errors.user_error_message); a bug keeps its traceback
+        remove_if_empty(made)
+        message = user_error_message(e, context)
+        if message is None or args.debug_all or getattr(args, "debug", False):
+            raise
+        print(f"autoprog: error: {message}", file=sys.stderr)
+        return 2
 
 
-def one_line(error: BaseException) -> str:
-    """The error's message on one line (its type name when it has none)."""
-    return " ".join(str(error).split()) or type(error).__name__
+def _context(cfg: PretrainConfig | FinetuneConfig) -> str:
+    """The options that size a run's memory, as the user would type them."""
+    parts = [f"--model {cfg.model}", f"--method {cfg.method}", f"--batch-size {cfg.batch_size}"]
+    if getattr(cfg, "img_size", None):
+        parts.append(f"--img-size {cfg.img_size}")
+    if cfg.mixed_precision:
+        parts.append(f"--mixed-precision {cfg.mixed_precision}")
+    return " ".join(parts)
 
 
 if __name__ == "__main__":

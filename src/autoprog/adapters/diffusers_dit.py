@@ -19,8 +19,10 @@ Paper Sec. 4.1 on diffusers' DiT. What the adapter knows about this model family
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +119,50 @@ def check_dit_folder(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def from_pretrained_exactly(cls: Any, folder: Path) -> nn.Module:
+    """``cls.from_pretrained(folder)`` (a diffusers or transformers model class), refusing a folder
+    whose ``config.json`` and weights disagree.
+
+    diffusers leaves the tensors a config describes but the weights lack on the meta device (the run
+    then fails at its first ``.to()``: "Cannot copy out of meta tensor") and drops weights the
+    config's model has no place for; transformers initialises the missing ones at random. Either
+    way the model would not be the folder's.
+
+    Raises:
+        ConfigError: naming the folder and the first missing or unused tensor.
+    """
+    import importlib
+
+    # their warnings about these tensors would be a second message: the error below says it
+    loggers = []
+    for name in ("diffusers.utils.logging", "transformers.utils.logging"):
+        with contextlib.suppress(ImportError):
+            loggers.append(importlib.import_module(name))
+    levels = [(lib, lib.get_verbosity()) for lib in loggers]
+    try:
+        for lib, _ in levels:
+            lib.set_verbosity_error()
+        model, info = cls.from_pretrained(str(folder), output_loading_info=True)
+    except ValueError as e:  # diffusers: "Cannot load <path> because <tensor> expected shape ..., but got ..."
+        shape = re.search(r"because\s+(\S+ expected shape .*?but got torch\.Size\(\[[^\]]*\]\))", str(e))
+        if shape is None:
+            raise
+        raise ConfigError(f"{folder}: config.json and the weights disagree: {shape.group(1)}") from None
+    finally:
+        for lib, level in levels:
+            lib.set_verbosity(level)
+    missing = sorted(info.get("missing_keys") or [])
+    unused = sorted(info.get("unexpected_keys") or [])
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} tensor(s) of the model its config describes are not in the weights (e.g. {missing[0]})")
+    if unused:
+        problems.append(f"{len(unused)} tensor(s) in the weights have no place in that model (e.g. {unused[0]})")
+    if problems:
+        raise ConfigError(f"{folder}: config.json and the weights disagree: {'; '.join(problems)}")
+    return model
+
+
 def load_dit(path: str | os.PathLike[str]) -> nn.Module:
     """``DiTTransformer2DModel.from_pretrained(path)``: a local diffusers folder (``config.json`` +
     weights), or a pipeline folder with a ``transformer/`` subfolder (as ``facebook/DiT-XL-2-256``),
@@ -124,7 +170,9 @@ def load_dit(path: str | os.PathLike[str]) -> nn.Module:
     diffusers = _require_diffusers()
     p = check_dit_folder(path)
     try:
-        return diffusers.DiTTransformer2DModel.from_pretrained(str(p))
+        return from_pretrained_exactly(diffusers.DiTTransformer2DModel, p)
+    except ConfigError:
+        raise
     except (OSError, ValueError, TypeError, RuntimeError, KeyError) as e:
         first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise ConfigError(f"cannot load the DiT in {p}: {first}") from e

@@ -324,12 +324,16 @@ def load_text_to_image_pipeline(path: str | os.PathLike[str]) -> TextToImagePipe
     """Each part's ``from_pretrained`` on a pipeline folder checked by :func:`check_text_to_image_folder`."""
     diffusers, transformers = _require()
     p = check_text_to_image_folder(path)
+    from autoprog.adapters.diffusers_dit import from_pretrained_exactly
+
     try:
         with _quiet_transformers():
-            unet = diffusers.UNet2DConditionModel.from_pretrained(str(p / "unet"))
-            text_encoder = transformers.CLIPTextModel.from_pretrained(str(p / "text_encoder"))
+            unet = from_pretrained_exactly(diffusers.UNet2DConditionModel, p / "unet")
+            text_encoder = from_pretrained_exactly(transformers.CLIPTextModel, p / "text_encoder")
             tokenizer = transformers.AutoTokenizer.from_pretrained(str(p / "tokenizer"))
-            vae = diffusers.AutoencoderKL.from_pretrained(str(p / "vae")) if (p / "vae").is_dir() else None
+            vae = from_pretrained_exactly(diffusers.AutoencoderKL, p / "vae") if (p / "vae").is_dir() else None
+    except ConfigError:
+        raise
     except (OSError, ValueError, TypeError, RuntimeError, KeyError) as e:
         first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise ConfigError(f"cannot load the text-to-image pipeline in {p}: {first}") from e

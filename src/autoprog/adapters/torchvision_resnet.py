@@ -2,11 +2,34 @@
 
 Depth. Each stage (``layer1`` ... ``layer4``) keeps its first block (which changes resolution and
 width) fixed; the identity-shaped blocks after it are the *growable* blocks. The adapter shows them
-as one flat list, input side first, so every growth operator and the elastic supernet work on a
-ResNet unchanged. A block's stage follows from its width, so a copy always lands in its source's
-stage (Interpolation inserts it beside the source; Stacking puts it at the end of that stage);
-RandInit's fresh blocks sit at the input end, as Appendix A's indexing from the classifier puts
-them, in the first stage.
+as one flat list, input side first, stage by stage, so every growth operator and the elastic
+supernet work on a ResNet unchanged; it also says how many growable blocks each stage has at each
+depth (:meth:`TorchvisionResNetAdapter.stage_depths`), and the operators grow every stage towards
+its own count (:func:`autoprog.growth.operators.layout_sources`). So the full depth is exactly the
+named torchvision model: same blocks per stage ([2, 2, 2, 2] for resnet18, [3, 4, 6, 3] for
+resnet34/50, [3, 4, 23, 3] for resnet101), same parameter names (``layer3.5.conv2.weight``), and
+its ``state_dict`` loads into ``torchvision.models.<name>()`` with ``strict=True`` (for a 3-channel
+input of 64 px or more, where the stem is torchvision's).
+
+Blocks per stage at depth ``d`` (growable blocks, stages in order): the first ``d`` blocks handed
+out one at a time by Webster's (Sainte-Laguë) divisor method over the full counts: the next block
+goes to the stage with the largest ``full / (blocks + 1/2)`` among those not yet full, ties to the
+later stage (the paper indexes from the classifier). The rule is nested (depth ``d + 1`` adds one
+block to depth ``d``'s layout) and close to proportional. For example::
+
+    resnet18  (full [1, 1, 1, 1]):  d=2 [0, 0, 1, 1], d=3 [0, 1, 1, 1], d=4 [1, 1, 1, 1]
+    resnet50  (full [2, 3, 5, 2]):  d=6 [1, 1, 3, 1], d=8 [1, 2, 4, 1], d=10 [2, 2, 4, 2], d=12 [2, 3, 5, 2]
+    resnet101 (full [2, 3, 22, 2]): d=15 [1, 2, 11, 1], d=22 [1, 2, 17, 2], d=29 [2, 3, 22, 2]
+
+(``--depth`` above the named model's count keeps handing out blocks by the same rule, uncapped.)
+A stage that has no growable block yet and grows gets fresh blocks; under a copying operator
+(Interpolation, MoGrow, Stacking, Identity) their last BatchNorm's scale starts at zero
+(``zero_init_residual``, Goyal et al. 2017), so each computes the identity and growth keeps the
+network's function; RandInit's fresh blocks are random, as Eq. 20 has them.
+
+Checkpoints of ResNets grown by autoprog before this rule (copies kept in their source's stage, so
+the blocks per stage drifted: [3, 3, 7, 3] for a grown resnet50) are refused on ``--resume`` with one
+line; start such runs afresh.
 
 Resolution. Convolutions and global pooling take any input size: the batch is resized.
 """
@@ -98,28 +121,44 @@ class TorchvisionResNetAdapter:
         self.full = SubnetConfig(resolution=img_size, depth=full_depth)
 
     def stage_depths(self, depth: int) -> list[int]:
-        """Growable blocks per stage for a total ``depth``: proportional to the full model's, later stages first."""
+        """Growable blocks per stage of the sub-network of ``depth`` growable blocks (module docstring)."""
         full = self.growable_full
-        total = sum(full)
-        out = [int(depth * f / total) for f in full]
-        order = sorted(range(len(full)), key=lambda i: (-(depth * full[i] / total - out[i]), -i))
-        for i in order[: depth - sum(out)]:
+        out = [0] * len(full)
+        for _ in range(depth):
+            open_stages = [i for i in range(len(full)) if out[i] < full[i]] or list(range(len(full)))
+            i = max(open_stages, key=lambda i: (full[i] / (out[i] + 0.5), i))
             out[i] += 1
         return out
 
     def create_model(self, depth: int | None = None) -> nn.Module:
         depth = self.full.depth if depth is None else depth
-        return self.create_model_from_layout(self.stage_depths(depth))
+        return self._build(self.stage_depths(depth))
 
     def block_layout(self, model: nn.Module) -> list[int]:
-        """Growable blocks per stage. A grown ResNet's split need not be :meth:`stage_depths`' (copies
-        stay in their source's stage), so checkpoints record it to rebuild the model's shape."""
+        """Growable blocks per stage of ``model`` (checkpoints record it to rebuild the model's shape)."""
         widths = [_width(self._first(model, name)) for name in _STAGES]
         blocks = [_width(b) for b in self.get_blocks(model)]
         return [blocks.count(w) for w in widths]
 
     def create_model_from_layout(self, layout: list[int]) -> nn.Module:
-        """A freshly initialised model with ``layout[i]`` growable blocks in stage ``i``."""
+        """A freshly initialised model with ``layout[i]`` growable blocks in stage ``i``: a checkpoint's.
+
+        Raises:
+            ConfigError: ``layout`` is not :meth:`stage_depths` of its depth, as in a checkpoint of a
+                ResNet grown by an older autoprog (copies kept in their source's stage).
+        """
+        layout = [int(n) for n in layout]
+        if layout != self.stage_depths(sum(layout)):
+            sizes = [1 + n for n in layout]
+            raise ConfigError(
+                f"the checkpoint's {self.model_name} has {sizes} blocks per stage, which this autoprog never "
+                f"grows (at depth {sum(layout)} it has {[1 + n for n in self.stage_depths(sum(layout))]}): it was "
+                "written by an older autoprog that kept copies in their source's stage; start the run afresh "
+                "(without --resume)"
+            )
+        return self._build(layout)
+
+    def _build(self, layout: list[int]) -> nn.Module:
         layers = [1 + g for g in layout]
         model = tv_resnet.ResNet(self.block_cls, layers, num_classes=self.num_classes)
         if self.small_input or self.in_chans != 3:
@@ -159,9 +198,11 @@ class TorchvisionResNetAdapter:
         stage = getattr(model, name)
         return stage.first if isinstance(stage, _StageView) else stage[0]
 
-    def new_block(self, model: nn.Module) -> nn.Module:
-        """A freshly initialised identity-shaped block of the first stage (RandInit)."""
-        first = self._first(model, "layer1")
+    def new_block(self, model: nn.Module, stage: int = 0, identity: bool = False) -> nn.Module:
+        """A freshly initialised identity-shaped block of ``stage`` (0 = ``layer1``), as torchvision
+        initialises one; with ``identity`` its last BatchNorm's scale is zero, so it computes the
+        identity on the stage's (non-negative) activations."""
+        first = self._first(model, _STAGES[stage])
         width = _width(first)
         planes = width // self.block_cls.expansion
         block = self.block_cls(width, planes)
@@ -171,6 +212,9 @@ class TorchvisionResNetAdapter:
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        if identity:
+            last = block.bn3 if isinstance(block, tv_resnet.Bottleneck) else block.bn2
+            nn.init.zeros_(last.weight)
         return block.to(next(first.parameters()).device)
 
     def prepare_input(self, x: torch.Tensor, resolution: int) -> torch.Tensor:

@@ -11,6 +11,7 @@ from autoprog.growth.operators import (
     Stacking,
     create_operator,
     depth_sources,
+    layout_sources,
 )
 from autoprog.growth.schedule import (
     GrowthSchedule,
@@ -39,6 +40,7 @@ __all__ = [
     "create_operator",
     "depth_sources",
     "full_schedule",
+    "layout_sources",
     "prog_schedule",
     "progstack_schedule",
     "stage_boundaries",

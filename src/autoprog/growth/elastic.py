@@ -8,6 +8,10 @@ other copies are skipped (identity). Because the Interpolation order is nested (
 :mod:`autoprog.growth.operators`), sub-networks are weight-nesting: the sub-network of depth
 ``d`` is a subset of that of any ``d' > d``, and, at construction, equals parameter for parameter
 the network that Interpolation growth to ``d`` produces.
+
+Grouped blocks (a ResNet's stages, :func:`~autoprog.growth.operators.layout_sources`): the rule
+applies inside each group, with the adapter's blocks per group at each depth (``stage_depths``); the
+blocks of a group the base network has none of are fresh, and the sub-network keeps the first of them.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from autoprog.growth.operators import depth_sources
+from autoprog.errors import ConfigError
+from autoprog.growth.operators import block_layout, depth_layout, depth_sources, layout_sources
 
 
 class ElasticBlocks(nn.Sequential):
@@ -25,15 +30,53 @@ class ElasticBlocks(nn.Sequential):
 
     Parameter names stay those of the full supernet (``blocks.{p}.…``) whichever sub-network runs,
     so the optimizer and the EMA copy stay paired by name while sub-networks are sampled.
+
+    Args:
+        blocks: the supernet's blocks, input side first.
+        sources: for each block, the index of the base block it is (a copy of), or ``None`` for a
+            fresh block of a group the base network has no block in.
+        groups: each block's group (default: one group).
+        layouts: blocks per group of the sub-network of each depth (default: ``{d: [d]}``).
     """
 
-    def __init__(self, blocks: Sequence[nn.Module], sources: Sequence[int]) -> None:
+    def __init__(
+        self,
+        blocks: Sequence[nn.Module],
+        sources: Sequence[int | None],
+        groups: Sequence[int] | None = None,
+        layouts: dict[int, list[int]] | None = None,
+    ) -> None:
         super().__init__(*blocks)
         if len(sources) != len(blocks):
             raise ValueError("one source index per block is needed")
         self.sources = list(sources)
-        self.base_depth = max(self.sources) + 1
-        self.ranks = [self.sources[:p].count(s) for p, s in enumerate(self.sources)]
+        self.groups = [0] * len(blocks) if groups is None else list(groups)
+        n_groups = max(self.groups, default=0) + 1
+        self.base_layout = [
+            len({s for s, g in zip(self.sources, self.groups, strict=True) if g == k and s is not None})
+            for k in range(n_groups)
+        ]
+        self.base_depth = sum(self.base_layout)
+        #: the base index of each group's first block
+        self.offsets = [sum(self.base_layout[:k]) for k in range(n_groups)]
+        for s, g in zip(self.sources, self.groups, strict=True):
+            inside = s is None and self.base_layout[g] == 0
+            inside = inside or (s is not None and self.offsets[g] <= s < self.offsets[g] + self.base_layout[g])
+            if not inside:
+                raise ValueError(f"supernet sources {self.sources} do not fit the block groups {self.groups}")
+        keys = list(zip(self.sources, self.groups, strict=True))
+        self.ranks = [keys[:p].count(key) for p, key in enumerate(keys)]
+        self.layouts = (
+            {d: [d] for d in range(self.base_depth, len(blocks) + 1)} if layouts is None else dict(layouts)
+        )
+        sizes = [self.groups.count(k) for k in range(n_groups)]
+        for d in range(self.base_depth, len(blocks) + 1):
+            target = self.layouts.get(d)
+            fits = target is not None and len(target) == n_groups and sum(target) == d
+            if not fits or not all(b <= t <= n for b, t, n in zip(self.base_layout, target, sizes, strict=True)):
+                raise ValueError(f"depth {d}'s blocks per group {target} do not fit the supernet's groups {sizes}")
+        if self.layouts[self.base_depth] != self.base_layout or self.layouts[len(blocks)] != sizes:
+            raise ValueError(f"the supernet's groups {sizes} and base {self.base_layout} are not its layouts")
         self.active: list[int] = list(range(len(blocks)))
 
     @property
@@ -41,12 +84,20 @@ class ElasticBlocks(nn.Sequential):
         return len(self.sources)
 
     def positions(self, depth: int) -> list[int]:
-        """Supernet positions of the sub-network of ``depth`` blocks (Interpolation ``l -> depth``)."""
+        """Supernet positions of the sub-network of ``depth`` blocks (Interpolation ``l -> depth``, per group)."""
         if not self.base_depth <= depth <= self.max_depth:
             raise ValueError(f"depth {depth} is outside the supernet's range [{self.base_depth}, {self.max_depth}]")
-        wanted = depth_sources("interpolation", self.base_depth, depth)
-        copies = [wanted.count(i) for i in range(self.base_depth)]
-        return [p for p, (s, r) in enumerate(zip(self.sources, self.ranks, strict=True)) if r < copies[s]]
+        target = self.layouts[depth]
+        copies: dict[int, int] = {}  # base block -> how many blocks of it the sub-network keeps
+        for base, new, offset in zip(self.base_layout, target, self.offsets, strict=True):
+            if base:
+                wanted = depth_sources("interpolation", base, new)
+                copies.update({offset + i: wanted.count(i) for i in range(base)})
+        return [
+            p
+            for p, (s, g, r) in enumerate(zip(self.sources, self.groups, self.ranks, strict=True))
+            if r < (target[g] if s is None else copies[s])
+        ]
 
     def set_depth(self, depth: int) -> None:
         self.active = self.positions(depth)
@@ -63,19 +114,31 @@ class ElasticSupernet:
     Args:
         adapter: the model adapter (``get_blocks`` / ``set_blocks``).
         model: the online network, already holding the supernet's blocks (grown to ``max_depth``).
-        sources: for each supernet block, the index of the base block it copies.
+        sources: for each supernet block, the index of the base block it copies (``None``: a fresh
+            block of a group the base network has no block in).
         momentum: the EMA / momentum network, with the same blocks (or ``None``).
     """
 
-    def __init__(self, adapter, model: nn.Module, sources: Sequence[int], momentum: nn.Module | None = None) -> None:
+    def __init__(self, adapter, model: nn.Module, sources: Sequence[int | None], momentum: nn.Module | None = None) -> None:
         self.adapter = adapter
         self.model = model
         self.momentum = momentum
         self.sources = list(sources)
         self.nets = [model] + ([momentum] if momentum is not None else [])
         before = {id(p): n for n, p in model.named_parameters()}
-        for net in self.nets:
-            adapter.set_blocks(net, ElasticBlocks(adapter.get_blocks(net), self.sources))
+        layout = block_layout(adapter, model)
+        groups = [g for g, n in enumerate(layout) for _ in range(n)]
+        base = len({s for s in self.sources if s is not None})
+        layouts = {d: depth_layout(adapter, d) for d in range(base, len(self.sources) + 1)}
+        try:
+            containers = [ElasticBlocks(adapter.get_blocks(net), self.sources, groups, layouts) for net in self.nets]
+        except ValueError as e:
+            raise ConfigError(
+                f"an elastic supernet with blocks per group {layout} and sources {self.sources} does not follow "
+                f"{type(adapter).__name__}'s layouts ({e}; a checkpoint written by an older autoprog?)"
+            ) from None
+        for net, container in zip(self.nets, containers, strict=True):
+            adapter.set_blocks(net, container)
         #: new -> old parameter names of the change that made the supernet
         self.name_map: dict[str, str | None] = {n: before.get(id(p)) for n, p in model.named_parameters()}
 
@@ -84,10 +147,10 @@ class ElasticSupernet:
         cls, adapter, model: nn.Module, max_depth: int, operator, momentum: nn.Module | None = None
     ) -> ElasticSupernet:
         """Grow the current network to ``max_depth`` with ``operator`` and make it elastic (Fig. 4)."""
-        base = len(adapter.get_blocks(model))
+        base = block_layout(adapter, model)
         grown = operator.grow(model, adapter, max_depth, momentum=momentum)
         plain = {id(p): n for n, p in model.named_parameters()}
-        supernet = cls(adapter, model, depth_sources("interpolation", base, max_depth), momentum)
+        supernet = cls(adapter, model, layout_sources("interpolation", base, depth_layout(adapter, max_depth)), momentum)
         # compose: supernet name -> grown name -> pre-growth name (the container may rename blocks)
         supernet.name_map = {n: grown.get(plain[id(p)]) for n, p in model.named_parameters()}
         return supernet
@@ -99,8 +162,8 @@ class ElasticSupernet:
         Used for the first stage, where there is no smaller trained network to grow from; the
         nesting structure is the one Interpolation from ``min_depth`` would give.
         """
-        depth = len(adapter.get_blocks(model))
-        return cls(adapter, model, depth_sources("interpolation", min_depth, depth), momentum)
+        layout = block_layout(adapter, model)
+        return cls(adapter, model, layout_sources("interpolation", depth_layout(adapter, min_depth), layout), momentum)
 
     def _containers(self) -> list[ElasticBlocks]:
         return [self.adapter.get_block_container(net) for net in self.nets]

@@ -23,6 +23,14 @@ Conventions (Appendix A, footnote: layer indices start from the layer next to th
   learnable residual scale starts at zero, so the grown network computes exactly the old function.
 * **MoGrow** (Eq. 3-4): Interpolation applied to the momentum (EMA) copy of the network; the online
   network is then set to the grown momentum copy.
+
+Groups. A model whose blocks come in groups of different shapes (a ResNet's stages, each with its
+own width) grows every group towards its own size in the grown network: the adapter says how many
+blocks each group has at each depth (``stage_depths``) and the rules above apply inside each group
+(:func:`layout_sources`), so a copy always stays in its source's group and the full depth is the
+named architecture. A group that has no block yet gets freshly initialised ones; under a copying
+operator these are initialised to compute the identity (the adapter's ``new_block(..., identity=True)``),
+so growth still keeps the network's function there.
 """
 
 from __future__ import annotations
@@ -94,6 +102,47 @@ def depth_sources(kind: str, old_depth: int, new_depth: int) -> Sources:
     raise ConfigError(f"unknown depth growth kind {kind!r}")
 
 
+def layout_sources(kind: str, old_layout: list[int], new_layout: list[int]) -> Sources:
+    """:func:`depth_sources` group by group: blocks of group ``g`` of the grown network copy blocks of
+    group ``g`` only. Indices are into the flat old block list (groups in order, input side first);
+    a group with no old block gets fresh blocks (``None``). One group is :func:`depth_sources` itself.
+
+    Example:
+        >>> layout_sources("interpolation", [0, 1, 2], [1, 2, 3])
+        [None, 0, 0, 1, 2, 2]
+    """
+    if len(old_layout) != len(new_layout):
+        raise ValueError(f"layouts {old_layout} and {new_layout} have different numbers of groups")
+    out: Sources = []
+    offset = 0
+    for old, new in zip(old_layout, new_layout, strict=True):
+        if new < old:
+            raise ConfigError(f"growth cannot shrink blocks per group {old_layout} to {new_layout}")
+        if old == 0:
+            out += [None] * new
+        else:
+            out += [None if s is None else offset + s for s in depth_sources(kind, old, new)]
+        offset += old
+    return out
+
+
+def block_layout(adapter, model: nn.Module) -> list[int]:
+    """Blocks per group of ``model``: the adapter's ``block_layout`` (a ResNet's stages), else one group."""
+    layout = getattr(adapter, "block_layout", None)
+    return list(layout(model)) if layout is not None else [len(adapter.get_blocks(model))]
+
+
+def depth_layout(adapter, depth: int) -> list[int]:
+    """Blocks per group of the sub-network of ``depth`` blocks: the adapter's ``stage_depths``, else ``[depth]``."""
+    layout = getattr(adapter, "stage_depths", None)
+    return list(layout(depth)) if layout is not None else [depth]
+
+
+def is_grouped(adapter) -> bool:
+    """Whether the adapter's blocks come in groups (it has ``block_layout`` and ``stage_depths``)."""
+    return hasattr(adapter, "block_layout") and hasattr(adapter, "stage_depths")
+
+
 class ReZeroBlock(nn.Module):
     """ReZero wrapper (Bachlechner et al.): ``x + alpha * (block(x) - x)`` with ``alpha`` starting at 0.
 
@@ -142,7 +191,12 @@ def apply_sources(
 
 
 class GrowableAdapter:
-    """What an operator needs from a model adapter (see :mod:`autoprog.adapters.base`)."""
+    """What an operator needs from a model adapter (see :mod:`autoprog.adapters.base`).
+
+    An adapter whose blocks come in groups (see the module docstring) also has ``block_layout(model)``
+    and ``stage_depths(depth)`` (blocks per group now, and at ``depth``), and its
+    ``new_block(model, group, identity)`` makes a block of ``group``, computing the identity if asked.
+    """
 
     def get_blocks(self, model: nn.Module) -> list[nn.Module]:  # pragma: no cover - protocol
         raise NotImplementedError
@@ -192,11 +246,24 @@ class GrowthOperator:
         old_names = {id(p): n for n, p in model.named_parameters()}
         if new_depth == len(blocks):
             return {n: n for n in old_names.values()}
-        sources = self.sources(len(blocks), new_depth)
         fresh: dict[int, nn.Module] = {}
+        if is_grouped(adapter):
+            old_layout, new_layout = block_layout(adapter, model), depth_layout(adapter, new_depth)
+            sources = layout_sources(self.kind, old_layout, new_layout)
+            groups = [g for g, n in enumerate(new_layout) for _ in range(n)]
+            fresh_groups = iter([g for g, s in zip(groups, sources, strict=True) if s is None])
+
+            def new_block() -> nn.Module:  # RandInit's blocks are random; a new group's start as the identity
+                g = next(fresh_groups)
+                return adapter.new_block(model, g, identity=self.kind != "randinit" and old_layout[g] == 0)
+        else:
+            sources = self.sources(len(blocks), new_depth)
+
+            def new_block() -> nn.Module:
+                return adapter.new_block(model)
 
         def make_new() -> nn.Module:
-            b = adapter.new_block(model)
+            b = new_block()
             fresh[len(fresh)] = b
             return b
 

@@ -146,7 +146,7 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="DIR",
         default=None,
         help="also replay each run's log.jsonl into TensorBoard event files under DIR/<run name>/ "
-        "(needs the tensorboard package)",
+        "(default: off; needs the tensorboard package)",
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
