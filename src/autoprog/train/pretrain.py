@@ -8,7 +8,6 @@ and depth, evaluate on the validation split; finally evaluate on the test split 
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import platform
@@ -36,13 +35,16 @@ from autoprog.checkpoint import (
 from autoprog.controller import EpochSpec, Event, GrowthController, ZeroShotProbe, create_plan
 from autoprog.data import SubsetDataset, class_balanced_subset, load_dataset
 from autoprog.data.augment import RandAugmentDataset
+from autoprog.data.resize import resize_batch, step_generator
 from autoprog.distributed import DistContext, RankLog, init_distributed, shutdown_distributed
 from autoprog.errors import AutoprogError, ConfigError, NonFiniteLoss
 from autoprog.flops import FlopTable
+from autoprog.growth.input_schedule import EpochInput, input_stages
 from autoprog.growth.operators import create_operator
 from autoprog.growth.schedule import GrowthSchedule, GrowthSpace, SubnetConfig
 from autoprog.memory import peak_memory_bytes, reset_peak_memory
 from autoprog.search.one_shot import measure_step_time
+from autoprog.train import peers
 from autoprog.train.config import PretrainConfig, check_same_config
 from autoprog.train.loader import BatchSource
 from autoprog.train.optim import build_optimizer, cosine_lr, set_lr
@@ -200,12 +202,15 @@ def _pretrain(
     train_set, val_set = _split_pool(pool, n_train, cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)  # timm's Mixup draws from NumPy
+    epochs = peers.trained_epochs(cfg)  # --epochs, but fewer for full-equal-time (--epochs: its budget)
+    downsize = peers.batch_downsize(cfg)  # --input-transform: how the sources bring images to a stage's size
 
     def make_train_source(randaug: str | None) -> BatchSource:
         data = RandAugmentDataset(train_set, randaug) if randaug else train_set
         return BatchSource(
             data, cfg.batch_size, shuffle=True, drop_last=True, seed=cfg.seed, force_loader=bool(randaug),
             rank=ctx.rank, world_size=ctx.world_size, pin_memory=device.type == "cuda", num_workers=cfg.workers,
+            downsize=downsize,
         )  # fmt: skip
 
     train_src = make_train_source(cfg.randaug)
@@ -215,7 +220,9 @@ def _pretrain(
         )
     shard = {"rank": ctx.rank, "world_size": ctx.world_size}
     val_src = (
-        BatchSource(val_set, 512, shuffle=False, drop_last=False, **shard) if val_set is not None else None
+        BatchSource(val_set, 512, shuffle=False, drop_last=False, downsize=downsize, **shard)
+        if val_set is not None
+        else None
     )
     test_src = BatchSource(test_set, 512, shuffle=False, drop_last=False, **shard)
     mean = torch.tensor(info.mean, device=device).view(1, -1, 1, 1)
@@ -237,17 +244,21 @@ def _pretrain(
     space = GrowthSpace(
         adapter.full.resolution, adapter.full.depth, adapter.resolution_step, cfg.ratio, cfg.stages
     )
-    plan = create_plan(cfg.method, space, cfg.epochs, create_schedule(cfg, space))
+    plan = create_plan(peers.plan_method(cfg.method), space, epochs, create_schedule(cfg, space))
+    # Peers (progressive resizing, EfficientTrain): the full model on an input that follows a schedule.
+    input_schedule = peers.create_input_schedule(cfg, adapter.full.resolution, adapter.resolution_step)
+    transform = peers.input_transform(cfg)
     operator = create_operator("stacking" if cfg.method == "progstack" else cfg.operator)
     flops = FlopTable(adapter.create_model, info.in_chans)
     # FLOPs are accounting, not training: count configurations before the clock starts.
     searched = any(p.fixed is None for p in plan)
     grid = [SubnetConfig(r, d) for r in space.resolutions for d in space.depths] if searched else []
-    for config in {p.fixed for p in plan if p.fixed is not None} | set(grid) | {adapter.full}:
+    scheduled = peers.input_configs(input_schedule, epochs, adapter.full.depth)
+    for config in {p.fixed for p in plan if p.fixed is not None} | set(grid) | {adapter.full} | scheduled:
         flops(config)
 
     steps_per_epoch = len(train_src)
-    total_steps = steps_per_epoch * cfg.epochs
+    total_steps = steps_per_epoch * epochs
     warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     mixup = _make_mixup(cfg, info.num_classes)
@@ -256,7 +267,7 @@ def _pretrain(
     log(
         f"autoprog pretrain: {cfg.method} | {cfg.model} depth {adapter.full.depth} @ {adapter.full.resolution}px | "
         f"{cfg.data}: {len(train_set)} train / {len(val_set) if val_set is not None else 0} val / {len(test_set)} test | "
-        f"{cfg.epochs} epochs x {steps_per_epoch} steps | {len(plan)} stage(s) | device {device}"
+        f"{epochs} epochs x {steps_per_epoch} steps | {len(plan)} stage(s) | device {device}"
     )
     # Rank 0 writes the log; with several processes each also keeps a short log of its stages and
     # searches with a digest of its parameters (all equal when the processes agree).
@@ -279,7 +290,7 @@ def _pretrain(
 
     # The controller owns what changes shape (model, momentum copy, optimizer) and decides the
     # schedule; this loop owns data, loss, learning rate and logging.
-    fixed = BatchSource(train_set, min(256, cfg.search_samples), shuffle=False, drop_last=False)
+    fixed = BatchSource(train_set, min(256, cfg.search_samples), shuffle=False, drop_last=False, downsize=downsize)
 
     @torch.no_grad()
     def score(net: nn.Module, config: SubnetConfig) -> float:
@@ -438,20 +449,26 @@ def _pretrain(
         t0 = time.perf_counter()
         what = "supernet" if spec.supernet else f"{spec.config.resolution}px d{spec.config.depth}"
         bar = tqdm(
-            itertools.islice(train_src.epoch(spec.data_epoch, spec.config.resolution), skip, None),
+            train_src.epoch(spec.data_epoch, spec.config.resolution, start=skip),
             initial=skip,
             total=steps_per_epoch,
-            desc=f"epoch {spec.epoch + 1}/{cfg.epochs} stage {spec.stage} [{what}]",
+            desc=f"epoch {spec.epoch + 1}/{epochs} stage {spec.stage} [{what}]",
             disable=cfg.progress is False or (cfg.progress is None and not _is_tty()),
             leave=False,
         )
         for x, y in bar:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             config = ctl.next_config()
-            if config.resolution != spec.config.resolution:  # supernet: a smaller candidate this step
+            if config.resolution != spec.config.resolution and downsize is not None:  # --input-transform
+                x = prep(resize_batch(x, config.resolution, transform))  # type: ignore[arg-type]
+            elif config.resolution != spec.config.resolution:  # supernet: a smaller candidate this step
                 x = (adapter.prepare_input(x.float(), config.resolution) / 255.0 - mean) / std
             else:
                 x = prep(x)
+            if epoch_input is not None:  # an input schedule: this epoch's size, full model
+                window = step_generator(cfg.seed, step) if transform == "crop" else None  # a pure function of the step
+                x = resize_batch(x, epoch_input.resolution, transform, window)  # type: ignore[arg-type]
+                config = SubnetConfig(epoch_input.resolution, config.depth)
             ts = time.perf_counter()
             lr_step = step if spec.in_budget else min(step + spec.lr_offset + len(losses), total_steps - 1)
             losses.append(train_step(x, y, lr_step))
@@ -474,6 +491,8 @@ def _pretrain(
 
     # The stages: the plan says what to train; a search (AutoProg-One) decides on the way.
     eraser = None
+    epoch_input: EpochInput | None = None  # an input schedule's size and augmentation for the epoch
+    train_randaug = cfg.randaug
     t_stage = time.perf_counter()
     eval_time = 0.0
     while (spec := ctl.begin_epoch()) is not None:
@@ -497,6 +516,10 @@ def _pretrain(
                 if mid is None:
                     emit({"event": "regularization", "stage": k, **reg.__dict__})
             eraser = _make_eraser(reg.reprob, device)
+        if input_schedule is not None:  # peers: the epoch's input size and RandAugment (a pure function of it)
+            epoch_input = input_schedule.at_epoch(spec.epoch, epochs)
+            if epoch_input.randaug != train_randaug:
+                train_src, train_randaug = make_train_source(epoch_input.randaug), epoch_input.randaug
         for event in spec.events:
             if event.kind == "supernet":
                 log(f"  stage {k}: supernet over {len(event.detail['candidates'])} candidates for "
@@ -533,7 +556,7 @@ def _pretrain(
             emit({"event": "epoch", "epoch": spec.epoch, "step": step, "stage": k, "train_loss": loss, "val_top1": val_top1,
                   "wall_clock_s": train_time + time.perf_counter() - t_stage - eval_time, "train_flops": train_flops})  # fmt: skip
             log(
-                f"  epoch {spec.epoch + 1}/{cfg.epochs} stage {k} [{spec.config.resolution}px d{spec.config.depth}] "
+                f"  epoch {spec.epoch + 1}/{epochs} stage {k} [{(epoch_input or spec.config).resolution}px d{spec.config.depth}] "
                 f"loss {loss:.4f} val {'-' if val_top1 is None else f'{val_top1:.2f}'} "
                 f"({dt:.1f}s, {train_src.num_samples * ctx.world_size / dt:.0f} img/s)"
             )
@@ -590,7 +613,8 @@ def _pretrain(
         "method": cfg.method,
         "model": cfg.model,
         "data": cfg.data,
-        "epochs": cfg.epochs,
+        "epochs": epochs,
+        "budget_epochs": cfg.epochs,  # full_flops' epochs (full-equal-time trains fewer)
         "top1": top1,
         "top1_ema": top1_ema,
         "wall_clock_s": train_time,
@@ -601,7 +625,9 @@ def _pretrain(
         "search": searches,
         "search_time_s": sum(s["search_time_s"] for s in searches),
         "stages": stage_stats,
-        "operator": operator.name if cfg.method != "full" else None,
+        "operator": operator.name if peers.plan_method(cfg.method) != "full" else None,
+        "input_transform": transform if input_schedule is not None or downsize is not None else None,
+        "input_schedule": input_stages(input_schedule, epochs) if input_schedule is not None else None,
         "seed": cfg.seed,
         "train_samples": len(train_set),
         "steps": step,
