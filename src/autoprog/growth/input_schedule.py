@@ -117,14 +117,23 @@ def check_progressive_resizing(
     """
     for name, value, low_open in (("initial-scale", initial_scale, True), ("delay-fraction", delay_fraction, False),
                                   ("finetune-fraction", finetune_fraction, False)):  # fmt: skip
-        if not (math.isfinite(value) and (value > 0 if low_open else value >= 0) and value <= 1):
-            raise ConfigError(f"--{name} must be in {'(' if low_open else '['}0, 1], got {value}")
+        if not (_finite(value) and (value > 0 if low_open else value >= 0) and value <= 1):
+            shown = str(value) if len(str(value)) <= 60 else str(value)[:57] + "..."
+            raise ConfigError(f"--{name} must be in {'(' if low_open else '['}0, 1], got {shown}")
     if delay_fraction + finetune_fraction > 1:
         raise ConfigError(
             f"--delay-fraction + --finetune-fraction must be <= 1, got {delay_fraction} + {finetune_fraction}"
         )
     if size_increment < 1:
         raise ConfigError(f"--size-increment must be >= 1, got {size_increment}")
+
+
+def _finite(value: float) -> bool:
+    """``math.isfinite`` that is False (not an ``OverflowError``) for an int too large for a float."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 # -- EfficientTrain++ -----------------------------------------------------------------------------
