@@ -47,6 +47,12 @@ CONFIGS = {
         "--reprob",
         "0.25",
     ],  # fmt: skip
+    # the peers (issue 17): an input schedule's per-epoch size, a random crop per step, fewer epochs
+    "progressive-resizing-crop": ["--method", "progressive-resizing", "--input-transform", "crop"],
+    "efficienttrain": ["--method", "efficienttrain"],
+    "efficienttrain-randaug": ["--method", "efficienttrain", "--randaug", "rand-m9-mstd0.5-inc1"],
+    "full-equal-time": ["--method", "full-equal-time", "--equal-time-ratio", "0.6"],  # 5 of 8 epochs
+    "autoprog-one-lowfreq": ["--method", "autoprog-one", "--input-transform", "lowfreq"],
 }
 TIMING_KEYS = {"wall_clock_s", "environment", "config", "peak_mem_bytes"}  # measurements, not results
 
@@ -56,15 +62,24 @@ def data_dir(tmp_path_factory) -> Path:
     return make_cell_dataset(tmp_path_factory.mktemp("cells"), n_train=300, n_test=60)
 
 
+class _References(dict):
+    """One uninterrupted run per configuration, made the first time a test asks for it."""
+
+    def __init__(self, data_dir: Path, tmp_path_factory) -> None:
+        super().__init__()
+        self.data_dir, self.tmp_path_factory = data_dir, tmp_path_factory
+
+    def __missing__(self, name: str) -> Path:
+        out = self.tmp_path_factory.mktemp("ref") / name
+        assert main(["pretrain", *CONFIGS[name], "--data-dir", str(self.data_dir), "--out", str(out), *TINY]) == 0
+        self[name] = out
+        return out
+
+
 @pytest.fixture(scope="module")
 def reference(data_dir, tmp_path_factory) -> dict[str, Path]:
-    """One uninterrupted run per configuration."""
-    runs = {}
-    for name, args in CONFIGS.items():
-        out = tmp_path_factory.mktemp("ref") / name
-        assert main(["pretrain", *args, "--data-dir", str(data_dir), "--out", str(out), *TINY]) == 0
-        runs[name] = out
-    return runs
+    """One uninterrupted run per configuration (made on first use)."""
+    return _References(data_dir, tmp_path_factory)
 
 
 def _cmd(args: list[str], data_dir: Path, out: Path) -> list[str]:
@@ -134,6 +149,11 @@ def assert_same_run(a: Path, b: Path) -> None:
         ("autoprog-zero", (9, 14)),  # inside stage 1: the checkpoint holds its decision
         ("prog-identity-mixup", (5, 27)),
         ("resnet-prog", (5, 12)),
+        ("progressive-resizing-crop", (9, 26)),  # 16 px for 5 epochs, then 20, 24, 28
+        ("efficienttrain", (3, 22)),
+        ("efficienttrain-randaug", (6, 22)),  # RandAugment's magnitude changes every epoch
+        ("full-equal-time", (5, 18)),  # 20 steps
+        ("autoprog-one-lowfreq", (2, 3)),  # inside the supernet search, on low-frequency crops
     ],
 )
 def test_killed_run_resumes_exactly(data_dir, reference, tmp_path, name, window):

@@ -28,7 +28,7 @@ one-line message, never any other exception; likewise for arbitrary JSON in a sc
 | 6 | data name | `autoprog pretrain --data nope` | unknown dataset 'nope': choose one of fashion-mnist, mnist-idx, mnist-5k, cifar10, imagefolder:PATH |
 | 7 | data name | `autoprog pretrain --data imagefolder:` | imagefolder needs a path: imagefolder:PATH, PATH holding train/ and val/ |
 | 8 | data name | `autoprog finetune --data nope` | unknown dataset 'nope': choose one of fashion-mnist, mnist-idx, mnist-5k, cifar10, imagefolder:PATH |
-| 9 | method name | `autoprog pretrain --method magic` | argument --method: invalid choice: 'magic' (choose from 'full', 'prog', 'autoprog-one', 'autoprog-zero', 'progstack') (see: autoprog pretrain --help) |
+| 9 | method name | `autoprog pretrain --method magic` | argument --method: invalid choice: 'magic' (choose from 'full', 'prog', 'autoprog-one', 'autoprog-zero', 'progstack', 'full-equal-time', 'progressive-resizing', 'efficienttrain') (see: autoprog pretrain --help) |
 | 10 | method name | `autoprog finetune --method magic` | argument --method: invalid choice: 'magic' (choose from 'full', 'bitfit', 'difffit', 'lora', 'prog', 'autoprog-one', 'autoprog-zero') (see: autoprog finetune --help) |
 | 11 | operator name | `autoprog pretrain --operator magic` | argument --operator: invalid choice: 'magic' (choose from 'identity', 'interpolation', 'mogrow', 'randinit', 'stacking') (see: autoprog pretrain --help) |
 | 12 | ratio | `autoprog pretrain --ratio 1.5` | --ratio must be in (0, 1], got 1.5 |
@@ -96,30 +96,40 @@ one-line message, never any other exception; likewise for arbitrary JSON in a sc
 | 74 | other options (pretrain) | `autoprog pretrain --optimizer-state keep` | argument --optimizer-state: invalid choice: 'keep' (choose from 'carry', 'reset') (see: autoprog pretrain --help) |
 | 75 | other options (pretrain) | `autoprog pretrain --randaug foo` | --randaug must be a timm RandAugment string like rand-m9-mstd0.5-inc1, got 'foo' |
 | 76 | other options (pretrain) | `autoprog pretrain --device gpu` | --device 'gpu' is not a torch device (e.g. cpu, cuda, cuda:1) |
-| 77 | numbers (finetune) | `autoprog finetune --steps 0` | --steps must be >= 1, got 0 |
-| 78 | numbers (finetune) | `autoprog finetune --batch-size 0` | --batch-size must be >= 1, got 0 |
-| 79 | numbers (finetune) | `autoprog finetune --lr 0` | --lr must be a finite number > 0, got 0.0 |
-| 80 | numbers (finetune) | `autoprog finetune --weight-decay -1` | --weight-decay must be a finite number >= 0, got -1.0 |
-| 81 | numbers (finetune) | `autoprog finetune --levels 0` | --levels must be >= 1, got 0 |
-| 82 | numbers (finetune) | `autoprog finetune --lora-rank 0` | --lora-rank must be >= 1, got 0 |
-| 83 | numbers (finetune) | `autoprog finetune --ntk-samples 1` | --ntk-samples must be >= 2, got 1 |
-| 84 | numbers (finetune) | `autoprog finetune --zico-batches 1` | --zico-batches must be >= 2, got 1 |
-| 85 | numbers (finetune) | `autoprog finetune --time-repeats 0` | --time-repeats must be >= 1, got 0 |
-| 86 | numbers (finetune) | `autoprog finetune --search-fraction 1` | --search-fraction must be in (0, 1), got 1.0 |
-| 87 | numbers (finetune) | `autoprog finetune --fid-samples -1` | --fid-samples must be 0 (skip FID) or >= 2, got -1 |
-| 88 | numbers (finetune) | `autoprog finetune --fid-samples 1` | --fid-samples must be 0 (skip FID) or >= 2, got 1 |
-| 89 | numbers (finetune) | `autoprog finetune --fid-reference 1` | --fid-reference must be >= 2, got 1 (FID statistics need 2 images) |
-| 90 | numbers (finetune) | `autoprog finetune --sample-steps 0` | --sample-steps must be >= 1, got 0 |
-| 91 | numbers (finetune) | `autoprog finetune --guidance nan` | --guidance must be a finite number >= 0, got nan |
-| 92 | numbers (finetune) | `autoprog finetune --cfg-dropout 1` | --cfg-dropout must be in [0, 1), got 1.0 |
-| 93 | numbers (finetune) | `autoprog finetune --ema-decay -0.5` | --ema-decay must be in [0, 1), got -0.5 |
-| 94 | numbers (finetune) | `autoprog finetune --seed -1` | --seed must be in 0..2**63-1, got -1 |
-| 95 | numbers (finetune) | `autoprog finetune --vote-weights time=nan` | --vote-weights: 'time=nan' is not a finite number |
-| 96 | numbers (finetune) | `autoprog finetune --vote-weights foo=1` | --vote-weights keys are time, ntk, zico (time required), got ['foo'] |
-| 97 | command line | `autoprog` | the following arguments are required: command (see: autoprog --help) |
-| 98 | command line | `autoprog pretrain` | the following arguments are required: --out (see: autoprog pretrain --help) |
-| 99 | command line | `autoprog pretrain --out TMP/out --epochs abc` | argument --epochs: invalid int value: 'abc' (see: autoprog pretrain --help) |
-| 100 | command line | `autoprog pretrain --out TMP/out --nope` | unrecognized arguments: --nope (see: autoprog --help) |
+| 77 | peers | `autoprog pretrain --method full-equal-time` | --method full-equal-time needs exactly one of --equal-time-epochs N (the epochs to train) and --equal-time-ratio R (a time ratio: trains round(R x --epochs) epochs) |
+| 78 | peers | `autoprog pretrain --method full-equal-time --equal-time-ratio 0` | --equal-time-ratio must be a finite number > 0, got 0.0 |
+| 79 | peers | `autoprog pretrain --method prog --equal-time-epochs 4` | --equal-time-epochs is an option of --method full-equal-time, not prog |
+| 80 | peers | `autoprog pretrain --method prog --input-transform crop` | --input-transform crop is for progressive-resizing and efficienttrain (a random window per batch); --method prog resizes its data once per stage: use bilinear, nearest or lowfreq |
+| 81 | peers | `autoprog pretrain --method autoprog-zero --input-transform lowfreq` | --input-transform lowfreq is not available for autoprog-zero (its zero-shot probe is resized bilinearly inside the controller); use it with prog or autoprog-one |
+| 82 | peers | `autoprog pretrain --method progressive-resizing --initial-scale 0` | --initial-scale must be in (0, 1], got 0.0 |
+| 83 | peers | `autoprog pretrain --method progressive-resizing --delay-fraction 0.9` | --delay-fraction + --finetune-fraction must be <= 1, got 0.9 + 0.2 |
+| 84 | peers | `autoprog pretrain --method progressive-resizing --size-increment 6` | --size-increment 6 is not a multiple of the model's resolution step 4 (its patch size): the model cannot take those sizes |
+| 85 | peers | `autoprog pretrain --method efficienttrain --adaptive-reg` | --adaptive-reg cannot be combined with --method efficienttrain: both set RandAugment's magnitude |
+| 86 | peers | `autoprog bench pretrain --methods prog,full-equal-time:match=prog` | variant 'full-equal-time:match=prog' matches the time of 'prog' against full's: list 'full' before it in --methods (it must have run on the same seed first) |
+| 87 | numbers (finetune) | `autoprog finetune --steps 0` | --steps must be >= 1, got 0 |
+| 88 | numbers (finetune) | `autoprog finetune --batch-size 0` | --batch-size must be >= 1, got 0 |
+| 89 | numbers (finetune) | `autoprog finetune --lr 0` | --lr must be a finite number > 0, got 0.0 |
+| 90 | numbers (finetune) | `autoprog finetune --weight-decay -1` | --weight-decay must be a finite number >= 0, got -1.0 |
+| 91 | numbers (finetune) | `autoprog finetune --levels 0` | --levels must be >= 1, got 0 |
+| 92 | numbers (finetune) | `autoprog finetune --lora-rank 0` | --lora-rank must be >= 1, got 0 |
+| 93 | numbers (finetune) | `autoprog finetune --ntk-samples 1` | --ntk-samples must be >= 2, got 1 |
+| 94 | numbers (finetune) | `autoprog finetune --zico-batches 1` | --zico-batches must be >= 2, got 1 |
+| 95 | numbers (finetune) | `autoprog finetune --time-repeats 0` | --time-repeats must be >= 1, got 0 |
+| 96 | numbers (finetune) | `autoprog finetune --search-fraction 1` | --search-fraction must be in (0, 1), got 1.0 |
+| 97 | numbers (finetune) | `autoprog finetune --fid-samples -1` | --fid-samples must be 0 (skip FID) or >= 2, got -1 |
+| 98 | numbers (finetune) | `autoprog finetune --fid-samples 1` | --fid-samples must be 0 (skip FID) or >= 2, got 1 |
+| 99 | numbers (finetune) | `autoprog finetune --fid-reference 1` | --fid-reference must be >= 2, got 1 (FID statistics need 2 images) |
+| 100 | numbers (finetune) | `autoprog finetune --sample-steps 0` | --sample-steps must be >= 1, got 0 |
+| 101 | numbers (finetune) | `autoprog finetune --guidance nan` | --guidance must be a finite number >= 0, got nan |
+| 102 | numbers (finetune) | `autoprog finetune --cfg-dropout 1` | --cfg-dropout must be in [0, 1), got 1.0 |
+| 103 | numbers (finetune) | `autoprog finetune --ema-decay -0.5` | --ema-decay must be in [0, 1), got -0.5 |
+| 104 | numbers (finetune) | `autoprog finetune --seed -1` | --seed must be in 0..2**63-1, got -1 |
+| 105 | numbers (finetune) | `autoprog finetune --vote-weights time=nan` | --vote-weights: 'time=nan' is not a finite number |
+| 106 | numbers (finetune) | `autoprog finetune --vote-weights foo=1` | --vote-weights keys are time, ntk, zico (time required), got ['foo'] |
+| 107 | command line | `autoprog` | the following arguments are required: command (see: autoprog --help) |
+| 108 | command line | `autoprog pretrain` | the following arguments are required: --out (see: autoprog pretrain --help) |
+| 109 | command line | `autoprog pretrain --out TMP/out --epochs abc` | argument --epochs: invalid int value: 'abc' (see: autoprog pretrain --help) |
+| 110 | command line | `autoprog pretrain --out TMP/out --nope` | unrecognized arguments: --nope (see: autoprog --help) |
 """
 
 from __future__ import annotations
@@ -254,6 +264,16 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("other options (pretrain)", "pretrain", ["--optimizer-state", "keep"]),
     ("other options (pretrain)", "pretrain", ["--randaug", "foo"]),
     ("other options (pretrain)", "pretrain", ["--device", "gpu"]),
+    ("peers", "pretrain", ["--method", "full-equal-time"]),
+    ("peers", "pretrain", ["--method", "full-equal-time", "--equal-time-ratio", "0"]),
+    ("peers", "pretrain", ["--method", "prog", "--equal-time-epochs", "4"]),
+    ("peers", "pretrain", ["--method", "prog", "--input-transform", "crop"]),
+    ("peers", "pretrain", ["--method", "autoprog-zero", "--input-transform", "lowfreq"]),
+    ("peers", "pretrain", ["--method", "progressive-resizing", "--initial-scale", "0"]),
+    ("peers", "pretrain", ["--method", "progressive-resizing", "--delay-fraction", "0.9"]),
+    ("peers", "pretrain", ["--method", "progressive-resizing", "--size-increment", "6"]),
+    ("peers", "pretrain", ["--method", "efficienttrain", "--adaptive-reg"]),
+    ("peers", "raw", ["bench", "pretrain", "--methods", "prog,full-equal-time:match=prog"]),
     ("numbers (finetune)", "finetune", ["--steps", "0"]),
     ("numbers (finetune)", "finetune", ["--batch-size", "0"]),
     ("numbers (finetune)", "finetune", ["--lr", "0"]),
@@ -658,9 +678,11 @@ def test_sensible_pretrain_configs_pass(epochs, stage_frac, ratio, method, lr, b
     )
     if stages > epochs:  # a searched method with one epoch: no valid stage count
         return
+    equal_time = {"equal_time_ratio": 0.5} if method == "full-equal-time" else {}  # it needs its epochs
     PretrainConfig(
-        model=model, method=method, epochs=epochs, stages=stages, ratio=ratio, lr=lr, batch_size=batch_size
-    ).validate()
+        model=model, method=method, epochs=epochs, stages=stages, ratio=ratio, lr=lr, batch_size=batch_size,
+        **equal_time,
+    ).validate()  # fmt: skip
 
 
 JSON = st.recursive(

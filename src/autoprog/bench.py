@@ -4,6 +4,11 @@ Writes ``<results-dir>/<name>.json`` (``runs`` = the runs' ``summary.json`` obje
 command, machine and git commit), ``<name>.md`` (a table) and ``<name>.png`` (top-1 against
 wall-clock), and prints the table. Ratios are taken against ``full`` of the same seed, measured in
 the same invocation (the machine is shared and noisy: never compare across invocations).
+
+``full-equal-time:match=LABEL`` is full training matched to another variant's wall-clock: for each
+seed it trains ``round(epochs * time_LABEL / time_full)`` epochs (halves up, at least 1), the two
+times measured on that seed earlier in the same invocation, so ``LABEL`` and ``full`` must come
+before it in ``--methods``.
 """
 
 from __future__ import annotations
@@ -28,9 +33,12 @@ def bench_pretrain(args: argparse.Namespace, make_config: Callable[..., Pretrain
     from autoprog.run import environment
     from autoprog.train.pretrain import pretrain
 
-    variants = [parse_variant(v) for v in split_variants(args.methods, PRETRAIN_METHODS)]
+    variants = [parse_pretrain_variant(v) for v in split_variants(args.methods, PRETRAIN_METHODS)]
+    check_matches(variants)
     name = args.name or ("pretrain-quick" if args.quick else "pretrain")
-    runs = _run_variants(args, variants, name, QUICK if args.quick else {}, make_config, pretrain)
+    runs = _run_variants(
+        args, variants, name, QUICK if args.quick else {}, make_config, pretrain, resolve=resolve_match
+    )
     result = _result(name, runs, aggregate(runs), environment)
     results_dir = Path(args.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -50,16 +58,23 @@ def _run_variants(
     overrides: dict[str, Any],
     make_config: Callable[..., Any],
     run: Callable[[Any], dict[str, Any]],
+    resolve: Callable[[dict[str, Any], list[dict[str, Any]], int], tuple[dict[str, Any], dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every (seed, variant) run, seeds outside and methods inside: each seed's runs sit side by side in time."""
+    """Every (seed, variant) run, seeds outside and methods inside: each seed's runs sit side by side in time.
+
+    ``resolve(options, runs_so_far, seed) -> (options, record)`` may turn a variant's options into
+    config fields from the runs already done (``match=``); ``record`` goes into the run's summary.
+    """
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
     runs: list[dict[str, Any]] = []
     for seed in seeds:
         for label, method, options in variants:
             out = Path(args.runs_dir) / name / f"{label.replace(':', '-').replace('=', '')}-seed{seed}"
+            options, record = resolve(options, runs, seed) if resolve is not None else (options, {})
             cfg = make_config(args, method=method, seed=seed, out=str(out), **{**overrides, **options})
             print(f"== {name}: {label}, seed {seed}", flush=True)
             summary = run(cfg)
+            summary.update(record)
             summary["label"] = label
             runs.append(summary)
     return runs
@@ -143,6 +158,54 @@ def parse_variant(
         except ValueError:
             raise ConfigError(f"variant {spec!r}: bad value {value!r} for {key}") from None
     return spec.strip(), method, options
+
+
+def parse_pretrain_variant(spec: str) -> tuple[str, str, dict[str, Any]]:
+    """:func:`parse_variant` for ``bench pretrain``, which also takes ``full-equal-time:match=LABEL``
+    (``options["match"] = LABEL``; see the module docstring)."""
+    parts = [p.strip() for p in spec.strip().split(":")]
+    matches = [p.partition("=")[2].strip() for p in parts[1:] if p.partition("=")[0].strip() == "match"]
+    label, method, options = parse_variant(":".join(p for p in parts if p.partition("=")[0].strip() != "match"))
+    if matches:
+        if method != "full-equal-time":
+            raise ConfigError(f"variant {spec!r}: match= is an option of full-equal-time, not {method}")
+        if len(matches) > 1 or not matches[0]:
+            raise ConfigError(f"variant {spec!r}: give one match=LABEL (the variant whose time to match)")
+        if "equal_time_epochs" in options or "equal_time_ratio" in options:
+            raise ConfigError(f"variant {spec!r}: match= sets the epochs; drop equal_time_epochs / equal_time_ratio")
+        options["match"] = matches[0]
+    return spec.strip(), method, options
+
+
+def check_matches(variants: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """Every ``match=LABEL`` names a variant that runs before it, and ``full`` runs before it too.
+
+    Raises:
+        ConfigError: before anything runs.
+    """
+    for i, (label, _, options) in enumerate(variants):
+        if "match" not in options:
+            continue
+        before = [v[0] for v in variants[:i]]
+        for needed in (options["match"], "full"):
+            if needed not in before:
+                raise ConfigError(
+                    f"variant {label!r} matches the time of {options['match']!r} against full's: "
+                    f"list {needed!r} before it in --methods (it must have run on the same seed first)"
+                )
+
+
+def resolve_match(
+    options: dict[str, Any], runs: list[dict[str, Any]], seed: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``match=LABEL`` -> ``equal_time_ratio = time_LABEL / time_full``, both of this seed, this invocation."""
+    if "match" not in options:
+        return options, {}
+    options = dict(options)
+    match = options.pop("match")
+    times = {r["label"]: r["wall_clock_s"] for r in runs if r["seed"] == seed}
+    ratio = times[match] / times["full"]
+    return {**options, "equal_time_ratio": ratio}, {"equal_time_match": {"label": match, "time_ratio": ratio}}
 
 
 def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:

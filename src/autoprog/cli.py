@@ -34,6 +34,8 @@ _PRETRAIN_FIELDS = {
     "warmup_epochs", "label_smoothing", "drop_path", "ema_decay", "mixup", "cutmix", "randaug", "reprob", "adaptive_reg", "amp",
     "device", "threads", "eval_ema", "search_runtime", "resume", "checkpoint_every", "on_nonfinite", "nonfinite_lr_factor",
     "channels_last", "compile", "mixed_precision", "workers", "ntk_samples", "zico_batches", "vote_weights",
+    "input_transform", "equal_time_epochs", "equal_time_ratio", "initial_scale", "delay_fraction", "finetune_fraction",
+    "size_increment", "efficienttrain_schedule",
 }  # fmt: skip
 
 
@@ -250,7 +252,48 @@ def _add_train_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -> N
         out.add_argument("--out", required=True, help="run directory (summary.json, log.jsonl, checkpoints)")
         _add_reliability_args(p)
     out.add_argument("--eval-ema", action="store_true", help="also report top-1 of the EMA model")
+    _add_peer_args(p)
     _add_output_args(p)
+
+
+def _add_peer_args(p: argparse.ArgumentParser) -> None:
+    """The peers' options (docs/methods/full-equal-time.md, progressive-resizing.md, efficienttrain.md)."""
+    from autoprog.data.resize import INPUT_TRANSFORMS
+    from autoprog.growth.input_schedule import EFFICIENTTRAIN_SCHEDULES
+
+    d = PretrainConfig()
+    g = _group(p, "method and schedule")  # the peers (full-equal-time, progressive-resizing, efficienttrain)
+    g.add_argument(
+        "--input-transform",
+        choices=INPUT_TRANSFORMS,
+        default=None,
+        help="how inputs are brought to a smaller size: bilinear, nearest, crop (a random window), lowfreq "
+        "(EfficientTrain's low-frequency crop) (default: bilinear; progressive-resizing: nearest; efficienttrain: lowfreq)",
+    )
+    g.add_argument(
+        "--equal-time-epochs", type=int, default=None, help="full-equal-time: the epochs to train (--epochs: the budget)"
+    )
+    g.add_argument(
+        "--equal-time-ratio",
+        type=float,
+        default=None,
+        help="full-equal-time: a time ratio R; trains round(R x --epochs) epochs (halves up, at least 1)",
+    )
+    g.add_argument("--initial-scale", type=float, default=d.initial_scale,
+                   help="progressive-resizing: the side's initial scale (default: %(default)s)")  # fmt: skip
+    g.add_argument("--delay-fraction", type=float, default=d.delay_fraction,
+                   help="progressive-resizing: part of training at the initial scale (default: %(default)s)")  # fmt: skip
+    g.add_argument("--finetune-fraction", type=float, default=d.finetune_fraction,
+                   help="progressive-resizing: last part of training at full size (default: %(default)s)")  # fmt: skip
+    g.add_argument("--size-increment", type=int, default=d.size_increment,
+                   help="progressive-resizing: sides are multiples of this (default: %(default)s)")  # fmt: skip
+    g.add_argument(
+        "--efficienttrain-schedule",
+        choices=tuple(EFFICIENTTRAIN_SCHEDULES),
+        default=d.efficienttrain_schedule,
+        help="efficienttrain: the authors' DeiT schedule (deit), their other models' (generic) or EfficientTrain v1's "
+        "(default: %(default)s)",
+    )
 
 
 def _add_output_args(p: argparse.ArgumentParser) -> None:

@@ -23,8 +23,26 @@ from typing import Any, Literal
 
 from autoprog.errors import ConfigError
 
-PRETRAIN_METHODS: tuple[str, ...] = ("full", "prog", "autoprog-one", "autoprog-zero", "progstack")
-Method = Literal["full", "prog", "autoprog-one", "autoprog-zero", "progstack"]
+PRETRAIN_METHODS: tuple[str, ...] = (
+    "full",
+    "prog",
+    "autoprog-one",
+    "autoprog-zero",
+    "progstack",
+    "full-equal-time",
+    "progressive-resizing",
+    "efficienttrain",
+)
+Method = Literal[
+    "full", "prog", "autoprog-one", "autoprog-zero", "progstack",
+    "full-equal-time", "progressive-resizing", "efficienttrain",
+]  # fmt: skip
+#: Methods that grow the network through stages (the others train the full model throughout).
+GROWTH_METHODS: tuple[str, ...] = ("prog", "autoprog-one", "autoprog-zero", "progstack")
+#: The peers (:mod:`autoprog.train.peers`): the full model for fewer epochs, or on a scheduled input.
+PEER_METHODS: tuple[str, ...] = ("full-equal-time", "progressive-resizing", "efficienttrain")
+#: Methods whose input follows an input schedule (:mod:`autoprog.growth.input_schedule`).
+INPUT_SCHEDULE_METHODS: tuple[str, ...] = ("progressive-resizing", "efficienttrain")
 
 
 @dataclass
@@ -36,6 +54,14 @@ class PretrainConfig:
     ``operator`` only matter for progressive methods. ``ntk_samples``, ``zico_batches`` and
     ``vote_weights`` set AutoProg-Zero's zero-shot search (Sec. 4.2, Eq. 16-19; for pre-training,
     Sec. 5.2.3), with the defaults and syntax of :class:`FinetuneConfig`.
+
+    The peers (:mod:`autoprog.train.peers`): ``full-equal-time`` trains the full model for
+    ``equal_time_epochs`` epochs, or ``round(epochs * equal_time_ratio)`` (halves up, at least 1),
+    with the cosine schedule decayed over them; ``progressive-resizing`` takes Composer's
+    ``initial_scale``, ``delay_fraction``, ``finetune_fraction``, ``size_increment``;
+    ``efficienttrain`` takes ``efficienttrain_schedule``. ``input_transform`` says how an input
+    is brought to a smaller size (``bilinear``, ``nearest``, ``crop``, ``lowfreq``; ``None``: the
+    method's own, bilinear for the growth methods).
     """
 
     model: str = "vit_tiny_patch16_224"
@@ -93,6 +119,14 @@ class PretrainConfig:
     on_nonfinite: str = "rollback"
     nonfinite_lr_factor: float = 0.5
     max_rollbacks: int = 3
+    input_transform: str | None = None
+    equal_time_epochs: int | None = None
+    equal_time_ratio: float | None = None
+    initial_scale: float = 0.5
+    delay_fraction: float = 0.5
+    finetune_fraction: float = 0.2
+    size_increment: int = 4
+    efficienttrain_schedule: str = "deit"
     extra: dict = field(default_factory=dict)
 
     def weights(self) -> dict[str, float]:
@@ -129,7 +163,7 @@ class PretrainConfig:
         _at_least("epochs", self.epochs, 1)
         _in_interval("ratio", self.ratio, 0.0, 1.0, low_open=True)
         _at_least("stages", self.stages, 1)
-        if self.method != "full" and self.stages > self.epochs:
+        if self.method in GROWTH_METHODS and self.stages > self.epochs:
             raise ConfigError(f"{self.stages} stages need at least {self.stages} epochs, got {self.epochs}")
         for name in ("search_epochs", "search_samples", "search_snapshots"):
             _at_least(name, getattr(self, name), 1)
@@ -168,9 +202,57 @@ class PretrainConfig:
             require_tensorboard()
         if self.schedule_file is not None:
             check_schedule_file(self.schedule_file, self.epochs)
+        _check_peers(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _check_peers(cfg: PretrainConfig) -> None:
+    """The peers' options (:mod:`autoprog.train.peers`) and the input transform."""
+    from autoprog.data.resize import INPUT_TRANSFORMS
+    from autoprog.growth.input_schedule import EFFICIENTTRAIN_SCHEDULES, check_progressive_resizing
+
+    transform = cfg.input_transform
+    if transform is not None:
+        if transform not in INPUT_TRANSFORMS:
+            raise ConfigError(f"--input-transform must be one of {', '.join(INPUT_TRANSFORMS)}, got {transform!r}")
+        if transform == "crop" and cfg.method not in INPUT_SCHEDULE_METHODS:
+            raise ConfigError(
+                f"--input-transform crop is for {' and '.join(INPUT_SCHEDULE_METHODS)} (a random window per batch); "
+                f"--method {cfg.method} resizes its data once per stage: use bilinear, nearest or lowfreq"
+            )
+        if transform != "bilinear" and cfg.method == "autoprog-zero":
+            raise ConfigError(
+                f"--input-transform {transform} is not available for autoprog-zero (its zero-shot probe is resized "
+                "bilinearly inside the controller); use it with prog or autoprog-one"
+            )
+    check_progressive_resizing(cfg.initial_scale, cfg.delay_fraction, cfg.finetune_fraction, cfg.size_increment)
+    if cfg.efficienttrain_schedule not in EFFICIENTTRAIN_SCHEDULES:
+        raise ConfigError(
+            f"--efficienttrain-schedule must be one of {', '.join(EFFICIENTTRAIN_SCHEDULES)}, "
+            f"got {cfg.efficienttrain_schedule!r}"
+        )
+    given = [n for n in ("equal_time_epochs", "equal_time_ratio") if getattr(cfg, n) is not None]
+    if cfg.method == "full-equal-time":
+        if len(given) != 1:
+            raise ConfigError(
+                "--method full-equal-time needs exactly one of --equal-time-epochs N (the epochs to train) and "
+                "--equal-time-ratio R (a time ratio: trains round(R x --epochs) epochs)"
+                + (", got both" if given else "")
+            )
+        if cfg.equal_time_epochs is not None:
+            _at_least("equal_time_epochs", cfg.equal_time_epochs, 1)
+        else:
+            _in_interval("equal_time_ratio", cfg.equal_time_ratio, 0.0, math.inf, low_open=True)
+    elif given:
+        raise ConfigError(f"{_flag(given[0])} is an option of --method full-equal-time, not {cfg.method}")
+    if cfg.method in PEER_METHODS and cfg.schedule_file is not None:
+        raise ConfigError(f"--schedule replays a growth schedule; --method {cfg.method} trains the full model")
+    if cfg.method == "efficienttrain" and cfg.adaptive_reg:
+        raise ConfigError(
+            "--adaptive-reg cannot be combined with --method efficienttrain: both set RandAugment's magnitude"
+        )
 
 
 def parse_vote_weights(text: str) -> dict[str, float]:

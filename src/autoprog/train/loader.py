@@ -9,7 +9,7 @@ resolution, so each image is resized once, when it is decoded; other batches are
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -44,6 +44,10 @@ class BatchSource:
         rank, world_size: multi-process training: every process draws the same epoch order and
             takes every ``world_size``-th sample from position ``rank`` (as ``DistributedSampler``);
             with ``drop_last`` all shards have the same length, so all processes step together.
+        downsize: ``downsize(images, size)`` brings a batch (uint8 ``(N, C, H, W)``) to a smaller
+            size (default: :func:`~autoprog.data.resize_uint8`, antialiased bilinear; e.g.
+            :func:`~autoprog.data.resize.low_frequency_crop`, whose float output is served as is).
+            With another than the default, lazy datasets decode at their full size first.
     """
 
     def __init__(
@@ -58,8 +62,11 @@ class BatchSource:
         rank: int = 0,
         world_size: int = 1,
         pin_memory: bool = False,
+        downsize: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
     ) -> None:
         self.dataset = dataset
+        self.downsize = downsize or resize_uint8
+        self._decode_resized = downsize is None  # a lazy dataset may decode straight to the size
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
@@ -89,11 +96,17 @@ class BatchSource:
     def _images_at(self, resolution: int) -> torch.Tensor:
         assert self._memory is not None
         if resolution not in self._resized:
-            self._resized = {resolution: resize_uint8(self._memory[0], resolution)}  # keep one size only
+            self._resized = {resolution: self.downsize(self._memory[0], resolution)}  # keep one size only
         return self._resized[resolution]
 
-    def epoch(self, epoch: int, resolution: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The batches of one epoch, at ``resolution`` pixels."""
+    def epoch(self, epoch: int, resolution: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of one epoch, at ``resolution`` pixels, from batch ``start`` on.
+
+        A resumed run starts inside an epoch: the first ``start`` batches are neither loaded nor
+        augmented, so per-sample augmentation (RandAugment draws from Python's ``random``) continues
+        from the checkpointed random state exactly as the uninterrupted run did (in-process loading;
+        with ``num_workers > 0`` the workers' own random streams restart and cannot match).
+        """
         n = len(self.dataset)  # type: ignore[arg-type]
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
@@ -102,33 +115,39 @@ class BatchSource:
             order = order[:keep][self.rank :: self.world_size]
         if self._memory is not None:
             images, targets = self._images_at(resolution), self._memory[1]
-            for i in range(len(self)):
+            for i in range(start, len(self)):
                 idx = order[i * self.batch_size : (i + 1) * self.batch_size]
                 yield images[idx], targets[idx]
             return
-        _set_load_resolution(self.dataset, resolution)  # workers start with it
+        load_at = resolution if self._decode_resized else None  # None: the dataset's full size
+        _set_load_resolution(self.dataset, load_at)  # workers start with it
+        # The iterator draws its workers' base seed from torch's global generator; a resumed epoch
+        # drew it before the checkpoint already, so its random state is put back after the draw.
+        rng = torch.random.get_rng_state() if start else None
         batches = iter(
             DataLoader(
                 self.dataset,
                 batch_size=self.batch_size,
-                sampler=order.tolist(),
+                sampler=order[start * self.batch_size :].tolist(),
                 drop_last=self.drop_last,
                 num_workers=self.num_workers,
                 pin_memory=self.pin_memory,
             )
         )
+        if rng is not None:
+            torch.random.set_rng_state(rng)
         while True:
             # set again before every batch: another source over the same files (a search's scoring
             # data) may have asked for another size in between; in-process loading reads it now
-            _set_load_resolution(self.dataset, resolution)
+            _set_load_resolution(self.dataset, load_at)
             try:
                 x, y = next(batches)
             except StopIteration:
                 return
-            yield resize_uint8(x, resolution), y  # a no-op when decoded at the size already
+            yield self.downsize(x, resolution), y  # a no-op when decoded at the size already
 
 
-def _set_load_resolution(dataset: Dataset, resolution: int) -> None:
+def _set_load_resolution(dataset: Dataset, resolution: int | None) -> None:
     """Tell the innermost dataset that decodes files (through subsets and augmentation wrappers) to
     decode at ``resolution``; a no-op for datasets that cannot."""
     while dataset is not None:

@@ -15,7 +15,6 @@ run machinery (resume, rollback on a non-finite loss, log sinks, DDP re-wrapping
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from collections.abc import Callable
@@ -29,9 +28,11 @@ from torch import nn
 from autoprog.adapters.base import ModelAdapter, count_params, create_adapter
 from autoprog.checkpoint import global_rng_states, save_checkpoint, set_global_rng_states
 from autoprog.controller import EpochSpec, Event, GrowthController, PlannedStage, create_plan
+from autoprog.data.resize import resize_batch, step_generator
 from autoprog.distributed import DistContext
 from autoprog.errors import ConfigError
 from autoprog.flops import FlopTable
+from autoprog.growth.input_schedule import EpochInput, InputSchedule, input_stages
 from autoprog.growth.operators import GrowthOperator, create_operator
 from autoprog.growth.schedule import GrowthSchedule, GrowthSpace, SubnetConfig
 from autoprog.memory import peak_memory_bytes, reset_peak_memory
@@ -48,6 +49,7 @@ from autoprog.run import (
     setup_process,
     show_progress,
 )
+from autoprog.train import peers
 from autoprog.train.config import PretrainConfig
 from autoprog.train.loader import BatchSource
 from autoprog.train.pretrain_data import PretrainData, load_pretrain_data
@@ -87,12 +89,16 @@ def _pretrain(cfg: PretrainConfig, log: Callable[[str], None], ctx: DistContext,
                              drop_path_rate=cfg.drop_path)  # fmt: skip
     space = GrowthSpace(adapter.full.resolution, adapter.full.depth, adapter.resolution_step, cfg.ratio,
                         cfg.stages)  # fmt: skip
-    plan = create_plan(cfg.method, space, cfg.epochs, create_schedule(cfg, space))
+    epochs = peers.trained_epochs(cfg)  # --epochs, fewer for full-equal-time (--epochs is then its budget)
+    plan = create_plan(peers.plan_method(cfg.method), space, epochs, create_schedule(cfg, space))
     operator = create_operator("stacking" if cfg.method == "progstack" else cfg.operator)
-    flops = count_flops(adapter, space, plan, info.in_chans)
-    total_steps, warmup_steps = steps_per_epoch * cfg.epochs, int(cfg.warmup_epochs * steps_per_epoch)
+    # The peers (progressive resizing, EfficientTrain++): the full model on inputs that follow a schedule.
+    inputs = peers.create_input_schedule(cfg, adapter.full.resolution, adapter.resolution_step)
+    transform = peers.input_transform(cfg)
+    flops = count_flops(adapter, space, plan, info.in_chans, peers.input_configs(inputs, epochs, adapter.full.depth))
+    total_steps, warmup_steps = steps_per_epoch * epochs, int(cfg.warmup_epochs * steps_per_epoch)
     train_step = TrainStep(cfg, info.num_classes, device, ctx)
-    log(_describe(cfg, adapter, data, len(plan), device))
+    log(_describe(cfg, epochs, adapter, data, len(plan), device))
 
     # Setup logging: rank 0 writes log.jsonl (cut back to the checkpoint when resuming) and
     # TensorBoard; with several processes each also logs its decisions with a parameter digest.
@@ -116,6 +122,7 @@ def _pretrain(cfg: PretrainConfig, log: Callable[[str], None], ctx: DistContext,
                 checkpoint.save(run.state(ctl, cfg, train_step, records, epoch_started, batches_done, losses or []))
 
         # The stages: the plan says what to train; a search (AutoProg-One, -Zero) decides on the way.
+        epoch_input: EpochInput | None = None  # an input schedule's size and RandAugment for the epoch
         while (spec := ctl.begin_epoch()) is not None:
             k, mid, pending = spec.stage, pending, None  # mid: resuming inside this epoch
             if spec.first_of_stage or mid is not None:
@@ -127,6 +134,7 @@ def _pretrain(cfg: PretrainConfig, log: Callable[[str], None], ctx: DistContext,
                 apply_regularization(reg, cfg, adapter.get_blocks(ctl.model), data, train_step, device)
                 if cfg.adaptive_reg and mid is None:
                     records.write({"event": "regularization", "stage": k, **reg.__dict__})
+            epoch_input = set_epoch_input(inputs, spec.epoch, epochs, data)
             _log_stage_start(spec, operator.name, cfg.recycle, log)
             for event in spec.events:
                 if event.kind == "search":  # AutoProg-Zero: chosen at the stage's start, without training
@@ -141,16 +149,20 @@ def _pretrain(cfg: PretrainConfig, log: Callable[[str], None], ctx: DistContext,
             ctl.model.train()
             losses = list(mid["epoch_losses"]) if mid is not None else []
             t0, skip = time.perf_counter(), mid["batches_done"] if mid is not None else 0
-            batches = itertools.islice(data.train.epoch(spec.data_epoch, spec.config.resolution), skip, None)
+            batches = data.train.epoch(spec.data_epoch, spec.config.resolution, start=skip)
             bar = progress_bar(batches, show=show_progress(cfg.progress), initial=skip, total=steps_per_epoch,
-                               desc=_progress_desc(spec, cfg.epochs))  # fmt: skip
+                               desc=_progress_desc(spec, epochs))  # fmt: skip
             for x, y in bar:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 config = ctl.next_config()  # a supernet epoch samples a candidate per step
                 if config.resolution != spec.config.resolution:  # a supernet's smaller candidate
-                    x = data.prep(x, config.resolution, adapter)
+                    x = data.prep(x, config.resolution, adapter, transform)
                 else:
                     x = data.prep(x)
+                if epoch_input is not None:  # an input schedule: the epoch's size, the full model
+                    window = step_generator(cfg.seed, run.step) if transform == "crop" else None  # a function of the step
+                    x = resize_batch(x, epoch_input.resolution, transform, window)  # type: ignore[arg-type]
+                    config = SubnetConfig(epoch_input.resolution, config.depth)
                 ts = time.perf_counter()
                 lr_step = run.step if spec.in_budget else min(run.step + spec.lr_offset + len(losses), total_steps - 1)
                 module = train_module(ctl.model, ctl.version, find_unused_parameters=ctl.skips_blocks)
@@ -181,7 +193,8 @@ def _pretrain(cfg: PretrainConfig, log: Callable[[str], None], ctx: DistContext,
                 records.write({"event": "epoch", "epoch": spec.epoch, "step": run.step, "stage": k,
                                "train_loss": loss, "val_top1": val_top1, "wall_clock_s": run.elapsed(),
                                "train_flops": run.train_flops})  # fmt: skip
-                log(_epoch_line(spec, cfg.epochs, loss, val_top1, data.train.num_samples * ctx.world_size / dt, dt))
+                side = (epoch_input or spec.config).resolution
+                log(_epoch_line(spec, epochs, side, loss, val_top1, data.train.num_samples * ctx.world_size / dt, dt))
 
             # Decisions and stage ends: log them, keep the stage's weights, checkpoint the whole state.
             events = ctl.end_epoch()
@@ -205,6 +218,7 @@ def _pretrain(cfg: PretrainConfig, log: Callable[[str], None], ctx: DistContext,
     full_flops = flops(adapter.full) * data.train.num_samples * ctx.world_size * cfg.epochs
     summary = build_summary(cfg, ctl, adapter, data, run, top1, top1_ema, train_flops, full_flops, operator.name,
                             {**environment(device), "world_size": ctx.world_size}, attempt.rollbacks)  # fmt: skip
+    summary.update(epochs=epochs, budget_epochs=cfg.epochs, **_input_summary(cfg, inputs, transform, epochs))
     if ctx.is_main:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         torch.save(ctl.model.state_dict(), out / "model.pt")
@@ -333,13 +347,17 @@ def create_controller(
     )  # fmt: skip
 
 
-def count_flops(adapter: ModelAdapter, space: GrowthSpace, plan: list[PlannedStage], in_chans: int) -> FlopTable:
+def count_flops(
+    adapter: ModelAdapter, space: GrowthSpace, plan: list[PlannedStage], in_chans: int,
+    scheduled: set[SubnetConfig] = frozenset(),  # type: ignore[assignment]
+) -> FlopTable:  # fmt: skip
     """The FLOP table of the run, filled with every configuration it can train: the plan's fixed
-    stages, the whole grid when a stage is searched, and the full model (the reference)."""
+    stages, the whole grid when a stage is searched, an input schedule's sizes (``scheduled``) and
+    the full model (the reference)."""
     flops = FlopTable(adapter.create_model, in_chans)
     searched = any(p.fixed is None for p in plan)
     grid = [SubnetConfig(r, d) for r in space.resolutions for d in space.depths] if searched else []
-    for config in {p.fixed for p in plan if p.fixed is not None} | set(grid) | {adapter.full}:
+    for config in {p.fixed for p in plan if p.fixed is not None} | set(grid) | {adapter.full} | set(scheduled):
         flops(config)
     return flops
 
@@ -389,6 +407,25 @@ def apply_regularization(
     train_step.eraser = make_eraser(reg.reprob, device)
 
 
+def set_epoch_input(inputs: InputSchedule | None, epoch: int, epochs: int, data: PretrainData) -> EpochInput | None:
+    """The epoch's input size and RandAugment under an input schedule (a pure function of the epoch),
+    the training batches rebuilt when its RandAugment changes; ``None`` without a schedule."""
+    if inputs is None:
+        return None
+    epoch_input = inputs.at_epoch(epoch, epochs)
+    if epoch_input.randaug != data.randaug:
+        data.train = data.train_source(epoch_input.randaug)
+    return epoch_input
+
+
+def _input_summary(cfg: PretrainConfig, inputs: InputSchedule | None, transform: str, epochs: int) -> dict[str, Any]:
+    """``summary.json``'s input keys: the transform that downsized the inputs (when not the default
+    resize) and the input schedule's stages (peers)."""
+    downsized = inputs is not None or peers.batch_downsize(cfg) is not None
+    return {"input_transform": transform if downsized else None,
+            "input_schedule": input_stages(inputs, epochs) if inputs is not None else None}  # fmt: skip
+
+
 def stage_record(stage: int, epoch: int, step: int, config: SubnetConfig, model: nn.Module) -> dict[str, Any]:
     """The ``stage`` record of a stage whose sub-network is known (fixed, grown into or chosen)."""
     return {"event": "stage", "stage": stage, "epoch": epoch, "step": step, "resolution": config.resolution,
@@ -432,7 +469,7 @@ def build_summary(
         "search": searches,
         "search_time_s": sum(s["search_time_s"] for s in searches),
         "stages": run.stage_stats,
-        "operator": operator if cfg.method != "full" else None,
+        "operator": operator if peers.plan_method(cfg.method) != "full" else None,
         "seed": cfg.seed,
         "train_samples": len(data.train_set),  # type: ignore[arg-type]
         "steps": run.step,
@@ -445,16 +482,20 @@ def build_summary(
     }
 
 
-def _describe(cfg: PretrainConfig, adapter: ModelAdapter, data: PretrainData, stages: int, device: torch.device) -> str:
+def _describe(
+    cfg: PretrainConfig, epochs: int, adapter: ModelAdapter, data: PretrainData, stages: int, device: torch.device
+) -> str:
     val = len(data.val_set) if data.val_set is not None else 0  # type: ignore[arg-type]
     return (f"autoprog pretrain: {cfg.method} | {cfg.model} depth {adapter.full.depth} @ {adapter.full.resolution}px | "
             f"{cfg.data}: {len(data.train_set)} train / {val} val / {len(data.test_set)} test | "  # type: ignore[arg-type]
-            f"{cfg.epochs} epochs x {len(data.train)} steps | {stages} stage(s) | device {device}")  # fmt: skip
+            f"{epochs} epochs x {len(data.train)} steps | {stages} stage(s) | device {device}")  # fmt: skip
 
 
-def _epoch_line(spec: EpochSpec, epochs: int, loss: float, val_top1: float | None, rate: float, seconds: float) -> str:
+def _epoch_line(
+    spec: EpochSpec, epochs: int, side: int, loss: float, val_top1: float | None, rate: float, seconds: float
+) -> str:
     val = "-" if val_top1 is None else f"{val_top1:.2f}"
-    return (f"  epoch {spec.epoch + 1}/{epochs} stage {spec.stage} [{spec.config.resolution}px d{spec.config.depth}] "
+    return (f"  epoch {spec.epoch + 1}/{epochs} stage {spec.stage} [{side}px d{spec.config.depth}] "
             f"loss {loss:.4f} val {val} ({seconds:.1f}s, {rate:.0f} img/s)")  # fmt: skip
 
 

@@ -19,8 +19,10 @@ from torch.utils.data import Dataset
 from autoprog.adapters.base import ModelAdapter
 from autoprog.data import DatasetInfo, class_balanced_subset, load_dataset, split_train_val
 from autoprog.data.augment import RandAugmentDataset
+from autoprog.data.resize import resize_batch
 from autoprog.distributed import DistContext
 from autoprog.errors import ConfigError
+from autoprog.train import peers
 from autoprog.train.config import PretrainConfig
 from autoprog.train.loader import BatchSource
 
@@ -46,6 +48,7 @@ class PretrainData:
         fixed: the first training images in order, unaugmented: the search's scoring batches.
         mean, std: per-channel statistics on the device, (1, C, 1, 1).
         loader_args: the training batches' batch size, seed, shard and loader settings.
+        randaug: the RandAugment policy of ``train`` (``None``: none).
     """
 
     info: DatasetInfo
@@ -59,16 +62,24 @@ class PretrainData:
     mean: torch.Tensor
     std: torch.Tensor
     loader_args: dict[str, Any]
+    randaug: str | None = None
 
-    def prep(self, x: torch.Tensor, resolution: int | None = None, adapter: ModelAdapter | None = None) -> torch.Tensor:
-        """A uint8 batch on the device -> the model's input; resized to ``resolution`` first by
-        ``adapter`` when given (a supernet's smaller candidate of this step)."""
+    def prep(
+        self, x: torch.Tensor, resolution: int | None = None, adapter: ModelAdapter | None = None,
+        transform: str = "bilinear",
+    ) -> torch.Tensor:  # fmt: skip
+        """A uint8 batch on the device -> the model's input; resized to ``resolution`` first when
+        given (a supernet's smaller candidate of this step): by ``adapter`` (bilinear), or by
+        ``transform`` (``--input-transform``: nearest, crop, lowfreq)."""
         if resolution is None or adapter is None:
             return normalise(x, self.mean, self.std)
+        if transform != "bilinear":
+            return normalise(resize_batch(x, resolution, transform), self.mean, self.std)  # type: ignore[arg-type]
         return (adapter.prepare_input(x.float(), resolution) / 255.0 - self.mean) / self.std
 
     def train_source(self, randaug: str | None) -> BatchSource:
         """The training batches, with RandAugment ``randaug`` (per-sample, so through a loader)."""
+        self.randaug = randaug
         return _train_source(self.train_set, randaug, self.loader_args)
 
 
@@ -87,8 +98,9 @@ def load_pretrain_data(cfg: PretrainConfig, ctx: DistContext, device: torch.devi
     np.random.seed(cfg.seed)
 
     shard = {"rank": ctx.rank, "world_size": ctx.world_size}
+    downsize = peers.batch_downsize(cfg)  # --input-transform: how the sources bring images to a stage's size
     loader = {"batch_size": cfg.batch_size, "seed": cfg.seed, "pin_memory": device.type == "cuda",
-              "num_workers": cfg.workers, **shard}  # fmt: skip
+              "num_workers": cfg.workers, "downsize": downsize, **shard}  # fmt: skip
     train = _train_source(train_set, cfg.randaug, loader)
     if len(train) == 0:
         raise ConfigError(f"the training set ({len(train_set)} images) is smaller than one batch ({cfg.batch_size})")
@@ -99,12 +111,15 @@ def load_pretrain_data(cfg: PretrainConfig, ctx: DistContext, device: torch.devi
         val_set=val_set,
         test_set=test_set,
         train=train,
-        val=BatchSource(val_set, EVAL_BATCH, shuffle=False, drop_last=False, **shard) if val_set is not None else None,
+        val=BatchSource(val_set, EVAL_BATCH, shuffle=False, drop_last=False, downsize=downsize, **shard)
+        if val_set is not None
+        else None,
         test=BatchSource(test_set, EVAL_BATCH, shuffle=False, drop_last=False, **shard),
-        fixed=BatchSource(train_set, min(256, cfg.search_samples), shuffle=False, drop_last=False),
+        fixed=BatchSource(train_set, min(256, cfg.search_samples), shuffle=False, drop_last=False, downsize=downsize),
         mean=torch.tensor(info.mean, device=device).view(1, -1, 1, 1),
         std=torch.tensor(info.std, device=device).view(1, -1, 1, 1),
         loader_args=loader,
+        randaug=cfg.randaug,
     )
 
 
