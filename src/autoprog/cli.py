@@ -271,13 +271,14 @@ def _add_peer_args(p: argparse.ArgumentParser) -> None:
         "(EfficientTrain's low-frequency crop) (default: bilinear; progressive-resizing: nearest; efficienttrain: lowfreq)",
     )
     g.add_argument(
-        "--equal-time-epochs", type=int, default=None, help="full-equal-time: the epochs to train (--epochs: the budget)"
+        "--equal-time-epochs", type=int, default=None, help="full-equal-time: the epochs to train (--epochs: the budget) (default: none; or --equal-time-ratio)"
     )
     g.add_argument(
         "--equal-time-ratio",
         type=float,
         default=None,
-        help="full-equal-time: a time ratio R; trains round(R x --epochs) epochs (halves up, at least 1)",
+        help="full-equal-time: a time ratio R; trains round(R x --epochs) epochs (halves up, at least 1) "
+        "(default: none; or --equal-time-epochs)",
     )
     g.add_argument("--initial-scale", type=float, default=d.initial_scale,
                    help="progressive-resizing: the side's initial scale (default: %(default)s)")  # fmt: skip
