@@ -9,6 +9,8 @@ Number of patches: the input is resized to the stage's resolution; the model is 
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
+from typing import Any
 
 import timm
 import torch
@@ -55,6 +57,8 @@ class TimmViTAdapter:
         patch_size: patch size override (``None`` keeps the name's).
         depth: full depth override (``None`` keeps the name's).
         drop_path_rate: stochastic depth rate of the full model.
+        model_args: further ``timm.create_model`` arguments (a saved model's ``model_args``, e.g.
+            ``embed_dim``, ``num_heads``, ``class_token``); the arguments above win.
     """
 
     def __init__(
@@ -67,6 +71,7 @@ class TimmViTAdapter:
         patch_size: int | None = None,
         depth: int | None = None,
         drop_path_rate: float = 0.0,
+        model_args: Mapping[str, Any] | None = None,
     ) -> None:
         if model_name not in timm.list_models():
             raise ConfigError(
@@ -74,6 +79,7 @@ class TimmViTAdapter:
             )
         self.model_name = model_name
         self.kwargs: dict = {
+            **(model_args or {}),
             "img_size": img_size,
             "in_chans": in_chans,
             "num_classes": num_classes,

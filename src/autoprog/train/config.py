@@ -270,6 +270,10 @@ class FinetuneConfig:
     train_text_encoder: bool = False
     clip_model: str | None = None
     dino_model: str | None = None
+    # Classifier sources only (autoprog.tasks.classifier): the weights of ``model="timm:NAME"``
+    # (``--weights``), and the fine-tuning resolution (``--img-size``; default: the source's).
+    weights_file: str | None = None
+    img_size: int | None = None
 
     @property
     def use_sid(self) -> bool:
@@ -285,18 +289,24 @@ class FinetuneConfig:
         """Raise :class:`ConfigError` (one line: the option, the value, what is valid) on the first bad field."""
         from autoprog.data.datasets import check_dataset_name
         from autoprog.tasks import check_source
+        from autoprog.tasks.classifier import is_timm_name
         from autoprog.train.source import SOURCE_RECIPES
 
         _check_field_types(self)
         _check_reliability(self)
         if self.method not in FINETUNE_METHODS:
             raise ConfigError(f"unknown method {self.method!r}; choose from {', '.join(FINETUNE_METHODS)}")
+        if self.img_size is not None:
+            _at_least("img_size", self.img_size, 1)
         if self.model not in SOURCE_RECIPES:
-            if not _exists(self.model):
+            if not _exists(self.model) and not is_timm_name(self.model):
                 raise ConfigError(
                     f"--model {self.model!r} is neither a folder nor a built-in source ({', '.join(SOURCE_RECIPES)})"
                 )
-            check_source(self.model)
+            check_source(self.model, weights_file=self.weights_file, img_size=self.img_size)
+        elif self.weights_file is not None or self.img_size is not None:
+            flag = "--weights" if self.weights_file is not None else "--img-size"
+            raise ConfigError(f"{flag} is for classifier sources (timm ViTs), not the built-in source {self.model}")
         check_dataset_name(self.data)
         _at_least("steps", self.steps, 1)
         _in_interval("ratio", self.ratio, 0.0, 1.0, low_open=True)
