@@ -219,6 +219,26 @@ def test_model_folder_is_a_dit_pipeline_that_samples_as_the_evaluation(tmp_path,
     assert DiTDenoiser.load(tmp_path / "model").stage_embedding is None
 
 
+@pytest.mark.parametrize("method", ["difffit", "lora"])
+def test_the_exported_transformer_computes_what_the_fine_tuned_model_computes(pipeline, method):
+    """DiffFit's scales and LoRA's low-rank updates are folded into a plain transformer."""
+    from autoprog.adapters.diffusers_dit import export_transformer
+
+    task = _task(pipeline, method=method)
+    task.method_parameters(method, 4)
+    with torch.no_grad():
+        for name, p in task.model.named_parameters():
+            if "difffit_gamma" in name or "lora_B" in name:
+                p.normal_(1.0, 0.5)  # away from the identity / zero init
+    x, t, y = torch.randn(2, 4, 8, 8), torch.tensor([3, 700]), torch.tensor([1, 4])
+    s = torch.tensor([1, 1])
+    plain = export_transformer(task.model)
+    assert not any("lora" in n or "difffit" in n for n, _ in plain.named_parameters())
+    torch.testing.assert_close(
+        DiTDenoiser(plain)(x, t, y), task.model.eval()(x, t, y, s), atol=1e-4, rtol=1e-4
+    )
+
+
 def test_fid_is_computed_on_decoded_images(pipeline, tmp_path, monkeypatch):
     import importlib
 
@@ -290,7 +310,8 @@ def _refusal(tmp_path, capsys, model: Path) -> str:
 
 def test_a_latent_transformer_without_its_vae_names_the_pipeline_layout(pipeline, tmp_path, capsys):
     err = _refusal(tmp_path, capsys, pipeline / "transformer")
-    assert "takes 4-channel latents" in err and "DiTPipeline folder: model_index.json, transformer/, vae/" in err
+    assert "is a latent DiT's transformer (4-channel latents, no VAE" in err
+    assert "DiTPipeline folder: model_index.json, transformer/, vae/" in err
 
 
 def test_broken_pipeline_folders_are_refused_in_one_line(pipeline, tmp_path, capsys):

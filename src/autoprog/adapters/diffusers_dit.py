@@ -209,8 +209,9 @@ def check_dit_source(path: str | os.PathLike[str]) -> DiTSource:
         if vae_config.get("in_channels", 3) not in (1, 3):
             raise ConfigError(f"{vae}: images of {vae_config.get('in_channels')} channels (autoprog reads 1 or 3)")
     elif in_channels not in (1, 3):
+        where = f"{p} is a latent DiT's transformer" if transformer == p else f"{p} holds a latent DiT but no vae/"
         raise ConfigError(
-            f"{transformer} takes {in_channels}-channel latents but {p} has no vae/: pass the whole pipeline, "
+            f"{where} ({in_channels}-channel latents, no VAE to make them): pass the pipeline folder, "
             f"{DIT_PIPELINE_LAYOUT}"
         )
     scheduler = None

@@ -142,7 +142,11 @@ def read_classifier_source(spec: str | Path, weights_file: str | None = None) ->
             raise ConfigError(
                 f"--model {text} needs the weights: add --weights FILE (a state dict: .safetensors, .bin or .pth)"
             )
-        if not Path(weights_file).is_file():
+        try:
+            found = bool(weights_file.strip()) and Path(weights_file).is_file()
+        except (OSError, ValueError):  # e.g. a NUL byte or a name too long for the file system
+            found = False
+        if not found:
             raise ConfigError(f"--weights {weights_file!r}: no such file")
         return ClassifierSource("timm-name", text, name, Path(weights_file))
     if weights_file is not None:
