@@ -13,6 +13,11 @@ BLAKE2b digest of the image's uint8 bytes and shape as the loader delivered them
 one entry per distinct image of the training set (the image set) and resolution; a different VAE,
 a different resolution or a changed image never reuses an entry. The cache lives as long as the
 fine-tuning task (one run); its counters go to ``summary.json`` (``latent_cache``).
+
+It is not checkpointed: a resumed run encodes its images again. The encoder's result for an image
+can differ in the last bit with the batch it was encoded in (a batch of one takes another
+convolution path on the CPU, about 1e-7), so a resumed latent run matches an uninterrupted one up to
+that rounding, not bit for bit as a pixel-space run does.
 """
 
 from __future__ import annotations
