@@ -47,7 +47,7 @@ one-line message, never any other exception; likewise for arbitrary JSON in a sc
 | 25 | model cannot grow / unfreeze | `autoprog finetune --model TMP/unet` | TMP/unet holds a UNet2DModel, not a diffusers DiT (DiTTransformer2DModel / Transformer2DModel): autoprog unfreezes a DiT's transformer_blocks and needs its class embedder |
 | 26 | model cannot grow / unfreeze | `autoprog finetune --model TMP/unconditional-dit` | TMP/unconditional-dit is an unconditional DiT (num_embeds_ada_norm is null): autoprog fine-tunes class-conditional DiTs (it needs the class embedder for classifier-free guidance) |
 | 27 | model cannot grow / unfreeze | `autoprog finetune --model TMP/no-weights` | TMP/no-weights has a config.json but no weights (diffusion_pytorch_model.safetensors or .bin) |
-| 28 | model cannot grow / unfreeze | `autoprog finetune --model TMP/empty-folder` | --model 'TMP/empty-folder' is not a fine-tuning source: expected a diffusers DiT folder (config.json), a text-to-image pipeline (unet/ + text_encoder/) or an `autoprog pretrain` run (summary.json + model.pt); make the default source with `autoprog source` |
+| 28 | model cannot grow / unfreeze | `autoprog finetune --model TMP/empty-folder` | --model 'TMP/empty-folder' is not a fine-tuning source: expected a diffusers DiT folder (config.json + diffusion_pytorch_model.safetensors), a DiTPipeline folder (model_index.json, transformer/, vae/, scheduler/), a text-to-image pipeline (unet/ + text_encoder/), a timm folder (config.json with architecture + model.safetensors), an `autoprog pretrain` run (summary.json + model.pt) or timm:NAME --weights FILE; make the default source with `autoprog source` |
 | 29 | model folder | `autoprog finetune --model TMP/mismatched-dit` | TMP/mismatched-dit: config.json and the weights disagree: 43 tensor(s) of the model its config describes are not in the weights (e.g. pos_embed.proj.bias) |
 | 30 | dataset path | `autoprog pretrain --data-dir TMP/missing` | Fashion-MNIST not found in TMP/missing (no train-images-idx3-ubyte[.gz]): install it with `apt-get install -y dataset-fashion-mnist` or pass --data-dir DIR holding the idx files |
 | 31 | dataset path | `autoprog pretrain --data mnist-idx --data-dir TMP/missing` | MNIST not found in TMP/missing (no train-images-idx3-ubyte[.gz]): pass --data-dir DIR holding MNIST's idx files (train-images-idx3-ubyte[.gz] train-labels-idx1-ubyte[.gz] t10k-images-idx3-ubyte[.gz] t10k-labels-idx1-ubyte[.gz]) |
@@ -130,6 +130,16 @@ one-line message, never any other exception; likewise for arbitrary JSON in a sc
 | 108 | command line | `autoprog pretrain` | the following arguments are required: --out (see: autoprog pretrain --help) |
 | 109 | command line | `autoprog pretrain --out TMP/out --epochs abc` | argument --epochs: invalid int value: 'abc' (see: autoprog pretrain --help) |
 | 110 | command line | `autoprog pretrain --out TMP/out --nope` | unrecognized arguments: --nope (see: autoprog --help) |
+| 111 | source layout | `autoprog finetune --model TMP/latent-dit` | TMP/latent-dit is a latent DiT's transformer (4-channel latents, no VAE to make them): pass the pipeline folder, a DiTPipeline folder: model_index.json, transformer/, vae/ (AutoencoderKL), scheduler/, as facebook/DiT-XL-2-256 |
+| 112 | source layout | `autoprog finetune --model TMP/dit-pipeline-no-vae` | TMP/dit-pipeline-no-vae/model_index.json lists vae but TMP/dit-pipeline-no-vae/vae is missing (a DiTPipeline folder: model_index.json, transformer/, vae/ (AutoencoderKL), scheduler/, as facebook/DiT-XL-2-256) |
+| 113 | source layout | `autoprog finetune --model TMP/dit-pipeline-bad-vae` | TMP/dit-pipeline-bad-vae/vae holds a VQModel, not an AutoencoderKL |
+| 114 | source layout | `autoprog finetune --model TMP/timm-no-weights` | --model 'TMP/timm-no-weights': config.json but no model.safetensors or pytorch_model.bin (a timm folder: config.json with architecture (+ num_classes, pretrained_cfg) and model.safetensors or pytorch_model.bin, as timm's save_for_hf / push_to_hf_hub write it) |
+| 115 | source layout | `autoprog finetune --model TMP/timm-resnet` | --model 'TMP/timm-resnet': timm 'resnet50' is not a Vision Transformer; autoprog fine-tunes timm ViT/DeiT classifiers (vit_*, deit_*, deit3_*: blocks + position embedding) |
+| 116 | source layout | `autoprog finetune --model TMP/weights.safetensors` | --model 'TMP/weights.safetensors' is a file: weights alone do not say which network they are; pass --model timm:NAME --weights TMP/weights.safetensors (NAME: its timm ViT architecture) or the folder holding them |
+| 117 | source layout | `autoprog finetune --model timm:vit_tiny_patch16_224` | --model timm:vit_tiny_patch16_224 needs the weights: add --weights FILE (a state dict: .safetensors, .bin or .pth) |
+| 118 | source layout | `autoprog finetune --model timm:convnext_tiny --weights TMP/weights.safetensors` | --model timm:convnext_tiny: timm 'convnext_tiny' is not a Vision Transformer; autoprog fine-tunes timm ViT/DeiT classifiers (vit_*, deit_*, deit3_*: blocks + position embedding) |
+| 119 | source layout | `autoprog finetune --weights TMP/weights.safetensors` | --weights is for classifier sources (timm ViTs), not the built-in source dit-fmnist |
+| 120 | source layout | `autoprog finetune --img-size 32` | --img-size is for classifier sources (timm ViTs), not the built-in source dit-fmnist |
 """
 
 from __future__ import annotations
@@ -298,6 +308,16 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("command line", "raw", ["pretrain"]),
     ("command line", "raw", ["pretrain", "--out", "TMP/out", "--epochs", "abc"]),
     ("command line", "raw", ["pretrain", "--out", "TMP/out", "--nope"]),
+    ("source layout", "finetune", ["--model", "TMP/latent-dit"]),
+    ("source layout", "finetune", ["--model", "TMP/dit-pipeline-no-vae"]),
+    ("source layout", "finetune", ["--model", "TMP/dit-pipeline-bad-vae"]),
+    ("source layout", "finetune", ["--model", "TMP/timm-no-weights"]),
+    ("source layout", "finetune", ["--model", "TMP/timm-resnet"]),
+    ("source layout", "finetune", ["--model", "TMP/weights.safetensors"]),
+    ("source layout", "finetune", ["--model", "timm:vit_tiny_patch16_224"]),
+    ("source layout", "finetune", ["--model", "timm:convnext_tiny", "--weights", "TMP/weights.safetensors"]),
+    ("source layout", "finetune", ["--weights", "TMP/weights.safetensors"]),
+    ("source layout", "finetune", ["--img-size", "32"]),
 ]
 
 
@@ -333,6 +353,24 @@ def make_scratch(root: Path) -> Path:
     (root / "mismatched-dit").mkdir()
     (root / "mismatched-dit" / "config.json").write_text(json.dumps(dit))
     save_file({"pos_embed.proj.weight": torch.zeros(16, 1, 4, 4)}, root / "mismatched-dit" / "diffusion_pytorch_model.safetensors")
+    # Latent DiT pipelines and timm folders (config files only: the checks build nothing).
+    latent = {"_class_name": "DiTTransformer2DModel", "num_embeds_ada_norm": 10, "in_channels": 4}
+    index = {"_class_name": "DiTPipeline", "transformer": ["diffusers", "DiTTransformer2DModel"],
+             "vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", "DDIMScheduler"]}  # fmt: skip
+    for name, transformer_dir in [("latent-dit", "."), ("dit-pipeline-no-vae", "transformer"),
+                                  ("dit-pipeline-bad-vae", "transformer")]:  # fmt: skip
+        (root / name / transformer_dir).mkdir(parents=True, exist_ok=True)
+        (root / name / transformer_dir / "config.json").write_text(json.dumps(latent))
+        (root / name / transformer_dir / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+    for name in ("dit-pipeline-no-vae", "dit-pipeline-bad-vae"):
+        (root / name / "model_index.json").write_text(json.dumps(index))
+        (root / name / "scheduler").mkdir()
+    (root / "dit-pipeline-bad-vae" / "vae").mkdir()
+    (root / "dit-pipeline-bad-vae" / "vae" / "config.json").write_text(json.dumps({"_class_name": "VQModel"}))
+    for name, architecture in [("timm-no-weights", "vit_tiny_patch16_224"), ("timm-resnet", "resnet50")]:
+        (root / name).mkdir()
+        (root / name / "config.json").write_text(json.dumps({"architecture": architecture, "num_classes": 10}))
+    (root / "weights.safetensors").write_bytes(b"")
     return root
 
 
@@ -750,13 +788,14 @@ def test_finetune_validation_checks_a_source_folder_with_the_checker_it_is_given
     """train.config knows no task: the caller gives the source check (the CLI: autoprog.tasks.check_source)."""
     calls = []
 
-    def check(path: str) -> str:
-        calls.append(path)
+    def check(path: str, *, weights_file: str | None, img_size: int | None) -> str:
+        calls.append((path, weights_file, img_size))
         return "dit"
 
     FinetuneConfig(model=str(tmp_path)).validate()  # exists; its family is the task's to check
     FinetuneConfig(model=str(tmp_path)).validate(check)
-    assert calls == [str(tmp_path)]
+    FinetuneConfig(model=str(tmp_path), weights_file="w.pt", img_size=32).validate(check)
+    assert calls == [(str(tmp_path), None, None), (str(tmp_path), "w.pt", 32)]
     with pytest.raises(ConfigError, match="--instance-prompt is for text-to-image sources"):
         FinetuneConfig(model=str(tmp_path), instance_prompt="a sks dog").validate(check)
     with pytest.raises(ConfigError, match="not the classifier source"):

@@ -325,8 +325,24 @@ def _add_finetune_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -
     _group(p, "model").add_argument(
         "--model",
         default=d.model,
-        help="source: a diffusers DiT folder, a text-to-image pipeline folder (unet/ + text_encoder/), an "
-        "`autoprog pretrain` run folder (a ViT classifier), or a built-in source made on first use",
+        help="source: a diffusers DiT folder or DiTPipeline folder (transformer/ + vae/ + scheduler/, a latent "
+        "DiT), a text-to-image pipeline folder (unet/ + text_encoder/), a timm ViT: a timm folder (config.json + "
+        "model.safetensors), timm:NAME with --weights, or an `autoprog pretrain` run folder, or a built-in "
+        "source made on first use",
+    )
+    _group(p, "model").add_argument(
+        "--weights",
+        "--weights-file",
+        dest="weights_file",
+        default=None,
+        help="the state-dict file of --model timm:NAME (.safetensors, .bin, .pth; default: none, other sources hold their weights)",
+    )
+    _group(p, "model").add_argument(
+        "--img-size",
+        type=int,
+        default=None,
+        help="fine-tuning resolution of a classifier source (default: the source's); the position "
+        "embedding is resampled to it",
     )
 
     method = _group(p, "method and schedule")

@@ -15,6 +15,13 @@ Paper Sec. 4.1 on diffusers' DiT. What the adapter knows about this model family
   the model keeps diffusers' ``forward(x, t, class_labels)`` signature and parameter names.
 * **Resolution** is elastic: diffusers' patch embedding recomputes its sin-cos grid for any
   multiple of the patch size.
+* **Pipelines.** A ``DiTPipeline`` folder (``model_index.json``, ``transformer/``, ``vae/``,
+  ``scheduler/``: the layout of ``facebook/DiT-XL-2-256``) holds a *latent* DiT; :func:`check_dit_source`
+  reads its parts (:class:`DiTSource`) and :func:`save_dit_pipeline` writes a fine-tuned one back so
+  that ``DiTPipeline.from_pretrained`` loads it (:func:`export_transformer` folds the method's extras
+  into a plain transformer).
+* **Learned sigma** (``out_channels = 2 x in_channels``, DiT-XL/2): the second half of the output
+  is the variance; :class:`DiTDenoiser` returns the first half (epsilon) unless asked for both.
 """
 
 from __future__ import annotations
@@ -23,15 +30,22 @@ import contextlib
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from autoprog.adapters.diffusers_vae import check_vae_folder, read_config
 from autoprog.errors import ConfigError, DatasetNotFoundError
 
 BLOCKS = "transformer.transformer_blocks"
+
+#: The folder layout of a latent DiT, as refusals name it.
+DIT_PIPELINE_LAYOUT = (
+    "a DiTPipeline folder: model_index.json, transformer/, vae/ (AutoencoderKL), scheduler/, as facebook/DiT-XL-2-256"
+)
 
 
 #: ``_class_name`` values of a diffusers DiT's ``config.json`` (``Transformer2DModel`` in older
@@ -178,6 +192,93 @@ def load_dit(path: str | os.PathLike[str]) -> nn.Module:
         raise ConfigError(f"cannot load the DiT in {p}: {first}") from e
 
 
+@dataclass(frozen=True)
+class DiTSource:
+    """The parts of a DiT source folder, read from its files (nothing built).
+
+    Attributes:
+        root: the folder given.
+        transformer: the folder ``DiTTransformer2DModel.from_pretrained`` reads.
+        vae: the ``AutoencoderKL`` folder of a latent DiT, ``None`` in pixel space.
+        scheduler_config: ``scheduler/scheduler_config.json``, ``None`` when the folder has none
+            (the DiT defaults then: linear betas 1e-4 .. 0.02 over 1,000 steps).
+        model_index: the pipeline's ``model_index.json`` (``{}`` without one).
+    """
+
+    root: Path
+    transformer: Path
+    vae: Path | None
+    scheduler_config: dict[str, Any] | None
+    model_index: dict[str, Any]
+
+
+def check_dit_source(path: str | os.PathLike[str]) -> DiTSource:
+    """:func:`check_dit_folder` plus the pipeline's other parts: a ``vae/`` whose latents the
+    transformer takes, a readable ``scheduler/``, and every part ``model_index.json`` lists.
+
+    A transformer with other than 1 or 3 input channels works on latents and needs its VAE. The
+    output is epsilon-sized (``out_channels = in_channels``) or learned-sigma (twice that).
+
+    Raises:
+        DatasetNotFoundError: no ``config.json`` there.
+        ConfigError: a part missing or of another kind (one line naming the layout expected).
+    """
+    from autoprog.train.diffusion import PREDICTION_TYPES
+
+    p = Path(path)
+    index: dict[str, Any] = {}
+    if (p / "model_index.json").is_file():
+        index = read_config(p / "model_index.json")
+        kind = index.get("_class_name")
+        if kind not in (None, "DiTPipeline"):
+            raise ConfigError(f"{p} holds a {kind} (model_index.json), not a DiTPipeline ({DIT_PIPELINE_LAYOUT})")
+        for part in ("transformer", "vae", "scheduler"):
+            if part in index and not (p / part).is_dir():
+                raise ConfigError(
+                    f"{p}/model_index.json lists {part} but {p / part} is missing ({DIT_PIPELINE_LAYOUT})"
+                )
+    transformer = check_dit_folder(p)
+    config = read_config(transformer / "config.json")
+    in_channels = int(config.get("in_channels") or 4)
+    out_channels = int(config.get("out_channels") or in_channels)
+    if out_channels not in (in_channels, 2 * in_channels):
+        raise ConfigError(
+            f"{transformer}: {in_channels} input but {out_channels} output channels; autoprog trains DiTs "
+            "predicting epsilon (out = in) or epsilon and the variance (out = 2 x in, learned sigma)"
+        )
+    vae = p / "vae" if (p / "vae").is_dir() and transformer != p else None
+    if vae is not None:
+        vae_config = check_vae_folder(vae)
+        if vae_config.get("latent_channels", 4) != in_channels:
+            raise ConfigError(
+                f"{p}: the VAE has {vae_config.get('latent_channels', 4)} latent channels, the transformer "
+                f"{in_channels} input channels"
+            )
+        if vae_config.get("in_channels", 3) not in (1, 3):
+            raise ConfigError(f"{vae}: images of {vae_config.get('in_channels')} channels (autoprog reads 1 or 3)")
+    elif in_channels not in (1, 3):
+        where = f"{p} is a latent DiT's transformer" if transformer == p else f"{p} holds a latent DiT but no vae/"
+        raise ConfigError(
+            f"{where} ({in_channels}-channel latents, no VAE to make them): pass the pipeline folder, "
+            f"{DIT_PIPELINE_LAYOUT}"
+        )
+    scheduler = None
+    if (p / "scheduler").is_dir() and transformer != p:
+        file = p / "scheduler" / "scheduler_config.json"
+        if not file.is_file():
+            raise ConfigError(f"{p / 'scheduler'} has no scheduler_config.json ({DIT_PIPELINE_LAYOUT})")
+        scheduler = read_config(file)
+        if scheduler.get("prediction_type", "epsilon") not in PREDICTION_TYPES:
+            raise ConfigError(
+                f"{file}: prediction_type {scheduler.get('prediction_type')!r}; autoprog trains "
+                f"{' or '.join(PREDICTION_TYPES)} models"
+            )
+        steps = scheduler.get("num_train_timesteps", 1000)
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ConfigError(f"{file}: num_train_timesteps must be a positive integer, got {steps!r}")
+    return DiTSource(p, transformer, vae, scheduler, index)
+
+
 class _StageAwareLabelEmbedding(nn.Module):
     """Class swapped onto diffusers' ``LabelEmbedding`` instances when SID is on: decodes the joint
     index, embeds the class with the original table and adds the owner's stage embedding."""
@@ -194,8 +295,8 @@ class DiTDenoiser(nn.Module):
     """``eps = denoiser(x_t, t, labels, stage_ids)`` around a diffusers DiT, with optional SID.
 
     Args:
-        transformer: a ``DiTTransformer2DModel`` (epsilon prediction; a learned-sigma model's extra
-            channels are ignored).
+        transformer: a ``DiTTransformer2DModel`` (epsilon or v-prediction; a learned-sigma model,
+            ``out_channels = 2 x in_channels``, also predicts the variance in its second half).
         num_stages: number of stages for the Unique Stage Identifier, or ``None`` for no SID.
     """
 
@@ -207,6 +308,7 @@ class DiTDenoiser(nn.Module):
         self.in_channels = int(cfg.in_channels)
         self.patch_size = int(cfg.patch_size)
         self.sample_size = int(cfg.sample_size)
+        self.learned_sigma = int(cfg.out_channels or cfg.in_channels) == 2 * self.in_channels
         hidden = int(cfg.num_attention_heads * cfg.attention_head_dim)
         self.label_embeddings = [m for m in transformer.modules() if type(m).__name__ == "LabelEmbedding"]
         for m in self.label_embeddings:
@@ -233,13 +335,26 @@ class DiTDenoiser(nn.Module):
         return self.num_stages if self.num_stages is not None else 0
 
     def forward(
-        self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, stage_ids: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        labels: torch.Tensor,
+        stage_ids: torch.Tensor | None = None,
+        *,
+        variance: bool = False,
     ) -> torch.Tensor:
+        """The prediction ``(N, in_channels, h, w)`` (as ``DiTPipeline`` splits a learned-sigma
+        output: its first ``in_channels``); ``variance=True`` returns a learned-sigma model's whole
+        output ``(N, 2 in_channels, h, w)``, the variance channels second."""
         if self.stage_embedding is not None:
             if stage_ids is None:
                 raise ValueError("this denoiser has stage identifiers: pass stage_ids")
             labels = labels + (self.num_classes + 1) * stage_ids
         out = self.transformer(x, t, labels, return_dict=False)[0]
+        if variance:
+            if not self.learned_sigma:
+                raise ValueError("variance=True: this DiT does not predict the variance (out_channels = in_channels)")
+            return out
         return out[:, : self.in_channels]
 
     # -- progressive unfreezing -------------------------------------------------------------------
@@ -271,6 +386,75 @@ class DiTDenoiser(nn.Module):
             state = torch.load(p / "stage_embedding.pt", map_location="cpu", weights_only=True)
             den.stage_embedding.weight.data.copy_(state["weight"])
         return den
+
+
+def export_transformer(denoiser: DiTDenoiser, stage: int | None = None) -> nn.Module:
+    """A plain ``DiTTransformer2DModel`` computing what ``denoiser`` computes when sampled as the
+    evaluation samples it (``denoiser`` is unchanged):
+
+    * LoRA adapters are merged into their base layers;
+    * DiffFit scales are folded into the layers whose output they scale (``attn1.to_out.0``, the
+      last linear of ``ff``);
+    * with SID, the stage embedding of ``stage`` (default: the last stage) is added to every class
+      row of each block's label table, and the null stage's to the null-class row, so the
+      conditional branch sees ``class + stage`` and the unconditional one ``null + null stage``,
+      exactly as :meth:`~autoprog.train.diffusion.GaussianDiffusion.sample` feeds them.
+    """
+    try:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+    except ImportError:  # pragma: no cover - no peft, hence no LoRA
+        BaseTunerLayer = ()  # noqa: N806 - isinstance(m, ()) is always False
+    tr = denoiser.transformer
+    state = {k.replace(".base_layer.", "."): v.detach().clone() for k, v in tr.state_dict().items() if ".lora_" not in k}
+    for name, m in tr.named_modules():
+        if isinstance(m, BaseTunerLayer):
+            for adapter in m.active_adapters:
+                state[f"{name}.weight"] += m.get_delta_weight(adapter).to(state[f"{name}.weight"])
+        if "difffit_gamma" in m._parameters:
+            gamma = state.pop(f"{name}.difffit_gamma")
+            linears = [n for n, sub in m.named_modules() if isinstance(sub, nn.Linear)]
+            out = "to_out.0" if name.endswith("attn1") else linears[-1]
+            state[f"{name}.{out}.weight"] = state[f"{name}.{out}.weight"] * gamma[:, None]
+            if f"{name}.{out}.bias" in state:
+                state[f"{name}.{out}.bias"] = state[f"{name}.{out}.bias"] * gamma
+    if denoiser.stage_embedding is not None:
+        k = denoiser.num_stages - 1 if stage is None else stage  # type: ignore[operator]
+        emb = denoiser.stage_embedding.weight.detach()
+        for name, m in tr.named_modules():
+            if m in denoiser.label_embeddings:
+                table = state[f"{name}.embedding_table.weight"]
+                table[: denoiser.num_classes] += emb[k]
+                table[denoiser.num_classes] += emb[denoiser.null_stage]
+    clean = type(tr).from_config(tr.config)
+    clean.load_state_dict(state)
+    return clean
+
+
+def save_dit_pipeline(
+    path: str | os.PathLike[str],
+    transformer: nn.Module,
+    vae: nn.Module,
+    scheduler_config: dict[str, Any],
+    *,
+    id2label: dict[int, str] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> None:
+    """Write a folder ``DiTPipeline.from_pretrained`` loads (``model_index.json``, ``transformer/``,
+    ``vae/``, ``scheduler/``), with ``id2label`` in ``model_index.json`` as the hub's DiT has it, and
+    autoprog's notes ``meta`` in ``autoprog_denoiser.json`` (read by :meth:`DiTDenoiser.load`)."""
+    diffusers = _require_diffusers()
+    scheduler_class = getattr(diffusers, str(scheduler_config.get("_class_name", "")), None)
+    if scheduler_class is None or not hasattr(scheduler_class, "from_config"):
+        scheduler_class = diffusers.DDIMScheduler
+    config = {k: v for k, v in scheduler_config.items() if not k.startswith("_")}
+    scheduler = scheduler_class.from_config(config)
+    p = Path(path)
+    diffusers.DiTPipeline(transformer=transformer, vae=vae, scheduler=scheduler).save_pretrained(str(p))
+    if id2label:
+        index = json.loads((p / "model_index.json").read_text())
+        index["id2label"] = {str(k): v for k, v in id2label.items()}
+        (p / "model_index.json").write_text(json.dumps(index, indent=2))
+    (p / "autoprog_denoiser.json").write_text(json.dumps({"num_stages": None, **(meta or {})}))
 
 
 def add_difffit_scales(denoiser: DiTDenoiser) -> list[str]:

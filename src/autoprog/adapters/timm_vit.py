@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+from collections.abc import Mapping
 from typing import Any
 
 import timm
@@ -57,6 +58,8 @@ class TimmViTAdapter:
         patch_size: patch size override (``None`` keeps the name's).
         depth: full depth override (``None`` keeps the name's).
         drop_path_rate: stochastic depth rate of the full model.
+        model_args: further ``timm.create_model`` arguments (a saved model's ``model_args``, e.g.
+            ``embed_dim``, ``num_heads``, ``class_token``); the arguments above win.
     """
 
     def __init__(
@@ -69,6 +72,7 @@ class TimmViTAdapter:
         patch_size: int | None = None,
         depth: int | None = None,
         drop_path_rate: float = 0.0,
+        model_args: Mapping[str, Any] | None = None,
     ) -> None:
         if model_name not in timm.list_models():
             raise ConfigError(
@@ -76,6 +80,7 @@ class TimmViTAdapter:
             )
         self.model_name = model_name
         self.kwargs: dict = {
+            **(model_args or {}),
             "img_size": img_size,
             "in_chans": in_chans,
             "num_classes": num_classes,

@@ -278,7 +278,10 @@ def parse_vote_weights(text: str) -> dict[str, float]:
 
 #: ``check_source(folder) -> kind``: checks a fine-tuning source folder without building anything and
 #: names its family (``"dit"``, ``"text-to-image"``, ``"classifier"``); raises :class:`ConfigError`.
-SourceCheck = Callable[[str], str]
+SourceCheck = Callable[..., str]
+
+#: ``--model timm:NAME``: a timm architecture by name (its weights from ``--weights``).
+TIMM_PREFIX = "timm:"
 
 FINETUNE_METHODS: tuple[str, ...] = (
     "full",
@@ -357,6 +360,10 @@ class FinetuneConfig:
     train_text_encoder: bool = False
     clip_model: str | None = None
     dino_model: str | None = None
+    # Classifier sources only (autoprog.tasks.classifier): the weights of ``model="timm:NAME"``
+    # (``--weights``), and the fine-tuning resolution (``--img-size``; default: the source's).
+    weights_file: str | None = None
+    img_size: int | None = None
 
     @property
     def use_sid(self) -> bool:
@@ -372,8 +379,8 @@ class FinetuneConfig:
         """Raise :class:`ConfigError` (one line: the option, the value, what is valid) on the first bad field.
 
         Args:
-            check_source: ``check_source(folder) -> kind``: the family's own checks of a source
-                folder (nothing is built) and its family (``"dit"``, ``"text-to-image"``,
+            check_source: ``check_source(folder, weights_file=..., img_size=...) -> kind``: the
+                family's own checks of a source (nothing is built) and its family (``"dit"``, ``"text-to-image"``,
                 ``"classifier"``). The command line passes :func:`autoprog.tasks.check_source`, so a
                 bad folder is refused before any work. Without it, a folder source is only checked
                 to exist here; its family and the options that depend on it
@@ -387,16 +394,21 @@ class FinetuneConfig:
         _check_reliability(self)
         if self.method not in FINETUNE_METHODS:
             raise ConfigError(f"unknown method {self.method!r}; choose from {', '.join(FINETUNE_METHODS)}")
+        if self.img_size is not None:
+            _at_least("img_size", self.img_size, 1)
         kind: str | None = None
         if self.model in SOURCE_RECIPES:
             kind = SOURCE_RECIPES[self.model].get("kind", "dit")
+            if self.weights_file is not None or self.img_size is not None:
+                flag = "--weights" if self.weights_file is not None else "--img-size"
+                raise ConfigError(f"{flag} is for classifier sources (timm ViTs), not the built-in source {self.model}")
         else:
-            if not _exists(self.model):
+            if not _exists(self.model) and not str(self.model).startswith(TIMM_PREFIX):
                 raise ConfigError(
                     f"--model {self.model!r} is neither a folder nor a built-in source ({', '.join(SOURCE_RECIPES)})"
                 )
             if check_source is not None:
-                kind = check_source(self.model)
+                kind = check_source(self.model, weights_file=self.weights_file, img_size=self.img_size)
         check_dataset_name(self.data)
         _at_least("steps", self.steps, 1)
         _in_interval("ratio", self.ratio, 0.0, 1.0, low_open=True)

@@ -67,9 +67,16 @@ def _print(message: str) -> None:
 
 
 def resolve_model(spec: str, *, data_dir: str | None = None, log: Callable[[str], None] = _print) -> Path:
-    """A model folder for ``--model``: a built-in source name (made and cached on first use) or a path."""
+    """A model folder for ``--model``: a built-in source name (made and cached on first use) or a path.
+
+    ``timm:NAME`` is no folder: it comes back as ``Path(spec)`` for the classifier task, which
+    reads the weights from ``--weights``."""
+    from autoprog.tasks.classifier import is_timm_name
+
     if spec in SOURCE_RECIPES:
         return make_source(spec, data_dir=data_dir, log=log)
+    if is_timm_name(spec):
+        return Path(spec)
     path = Path(spec)
     if not path.exists():
         raise ConfigError(
