@@ -335,7 +335,7 @@ def _add_finetune_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -
         "--weights-file",
         dest="weights_file",
         default=None,
-        help="the state-dict file of --model timm:NAME (.safetensors, .bin, .pth; default: none, other sources hold their weights)",
+        help="the state-dict file of --model timm:NAME, .safetensors, .bin or .pth (default: none: other sources hold their own)",
     )
     _group(p, "model").add_argument(
         "--img-size",
