@@ -59,6 +59,7 @@ class Settings:
     pt_test_subset: int = 0  # 0: the whole test split (10k)
     pt_precision: str = "bf16"
     pt_seeds: str = "0,1"
+    pt_methods: str = ",".join(PRETRAIN_METHODS)  # a subset, in this order (full-equal-time needs full and prog)
     pt_extra: str = ""  # more options for every pre-training run, e.g. "--search-samples 128 --stages 2"
     # (c) DiT fine-tuning, the committed 3,200-step setting (finetune-mnist5k-3200).
     ft_model: str = "dit-fmnist"
@@ -68,6 +69,7 @@ class Settings:
     ft_fid_samples: int = 300  # the committed benchmark's count (its reference: 1,000 training images)
     ft_reserve_s: float = 170.0  # kept for (c) while (b)'s seed 0 runs
     ft_extra: str = ""
+    ft_methods: str = ",".join(FINETUNE_METHODS)
     data_dir: str = ""  # the Fashion-MNIST idx files (default: benchmarks/gpu/carry/fashion-mnist, else the system's)
 
     @classmethod
@@ -246,7 +248,7 @@ class Driver:
             common += ["--test-subset", str(s.pt_test_subset)]
         reserve = s.ft_reserve_s if seed == 0 else 0.0
         done: dict[str, dict[str, Any]] = {}
-        for method in PRETRAIN_METHODS:
+        for method in [m for m in PRETRAIN_METHODS if m in s.pt_methods.split(",")]:
             label, extra = method, []
             if method == "full-equal-time":
                 if not {"full", "prog"} <= done.keys():
@@ -280,12 +282,14 @@ class Driver:
             return
         if source is not None:
             self.log("waiting for the DiT source ...")
+            t = time.monotonic()
             try:
                 rc = source.wait(timeout=max(1.0, self.remaining()))
             except subprocess.TimeoutExpired:
                 os.killpg(source.pid, signal.SIGKILL)
                 raise Deadline("source") from None
-            self.results.steps.append({"name": f"source {s.ft_model}", "rc": rc, "status": "ok" if rc == 0 else "failed"})
+            self.results.steps.append({"name": f"source {s.ft_model} (waited for)", "rc": rc,
+                                       "seconds": round(time.monotonic() - t, 1), "status": "ok" if rc == 0 else "failed"})  # fmt: skip
             self.log(f"source {s.ft_model}: rc {rc}\n" + (self.work / "source.log").read_text()[-2000:])
             if rc != 0:
                 self.skip("fine-tuning (c)", f"making the source {s.ft_model} failed (rc {rc})")
@@ -294,7 +298,7 @@ class Driver:
                   str(s.ft_batch_size), "--mixed-precision", s.ft_precision, "--device", s.device, "--threads",
                   str(s.threads), "--fid-samples", "0", "--progress", "off", *s.ft_extra.split()]  # fmt: skip
         done: dict[str, float] = {}
-        for method in FINETUNE_METHODS:
+        for method in [m for m in FINETUNE_METHODS if m in s.ft_methods.split(",")]:
             guess = 0.8 * done["full"] if "full" in done else None
             if guess is not None and self.remaining() < guess:
                 self.skip(f"finetune {method}", f"{self.remaining():.0f}s left, needs ~{guess:.0f}s")
