@@ -26,6 +26,7 @@ def run_cli(*args: str) -> int:
     return main([str(a) for a in args])
 
 
+@pytest.mark.cuda  # on a GPU machine: the default device, peak memory from the CUDA allocator
 def test_prog_run_grows_and_saves_flops(fmnist_dir, tmp_path):
     out = tmp_path / "prog"
     assert run_cli("pretrain", "--method", "prog", "--data-dir", fmnist_dir, "--out", out, *TINY) == 0
@@ -333,6 +334,7 @@ def test_adaptive_regularisation_is_applied_per_stage(fmnist_dir, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.cuda
 def test_compiled_channels_last_resnet_compiles_once_per_model_change(fmnist_dir, tmp_path, monkeypatch):
     """GPU path options on the CPU: ``--compile`` wraps the training forward once per model change
     (growth), not per step; ``--channels-last`` trains a CNN in that memory format."""
@@ -355,6 +357,7 @@ def test_compiled_channels_last_resnet_compiles_once_per_model_change(fmnist_dir
 
 
 @pytest.mark.slow
+@pytest.mark.cuda
 def test_fp16_with_a_gradient_scaler_resumes_with_its_state(fmnist_dir, tmp_path):
     out = tmp_path / "fp16"
     args = ["pretrain", "--method", "prog", "--mixed-precision", "fp16", "--data-dir", fmnist_dir, "--out", out, *TINY]

@@ -281,6 +281,34 @@ def evaluate_fid(
         return None, None
     from autoprog.eval.fid import fid, reference_statistics
 
+    images = fid_samples(model, cfg, diffusion, num_classes, resolution, channels, stage_id=stage_id, device=device,
+                         decode=decode)  # fmt: skip
+    t0 = time.perf_counter()
+    ref = reference_statistics(cfg.data, "train", cfg.fid_reference, data_dir=cfg.data_dir, device=device)
+    value = fid(images, ref, device=device)
+    log(
+        f"  FID {value:.2f} ({len(images)} samples vs {cfg.fid_reference} {cfg.data} training images, {time.perf_counter() - t0:.0f}s)"
+    )
+    return value, images
+
+
+def fid_samples(
+    model: nn.Module,
+    cfg: FinetuneConfig,
+    diffusion: GaussianDiffusion,
+    num_classes: int,
+    resolution: int,
+    channels: int,
+    *,
+    stage_id: int | None,
+    device: torch.device,
+    decode: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
+    """The ``cfg.fid_samples`` images FID is computed on: uint8 ``(N, C, H, W)`` on the CPU, class
+    ``i % num_classes`` for sample ``i``, DDIM with ``cfg.sample_steps`` steps and ``cfg.guidance``,
+    noise from a generator seeded ``cfg.seed + 12345``, in batches of 100. Also usable on its own:
+    sample on one machine, compute FID on another (``benchmarks/gpu``). ``decode`` as in
+    :func:`evaluate_fid`."""
     g = torch.Generator().manual_seed(cfg.seed + 12345)
     labels = torch.arange(cfg.fid_samples) % num_classes
     samples = []
@@ -300,14 +328,7 @@ def evaluate_fid(
             clip=decode is None,  # latents are not bounded by 1; the decoded images are clipped
         )
         samples.append(to_uint8(decode(drawn) if decode is not None else drawn).cpu())
-    images = torch.cat(samples)
-    t0 = time.perf_counter()
-    ref = reference_statistics(cfg.data, "train", cfg.fid_reference, data_dir=cfg.data_dir, device=device)
-    value = fid(images, ref, device=device)
-    log(
-        f"  FID {value:.2f} ({len(images)} samples vs {cfg.fid_reference} {cfg.data} training images, {time.perf_counter() - t0:.0f}s)"
-    )
-    return value, images
+    return torch.cat(samples)
 
 
 def save_grid(images: Tensor, path: Path, nrow: int = 10) -> None:
@@ -331,6 +352,7 @@ __all__ = [
     "create_dit_task",
     "dit_method_parameters",
     "evaluate_fid",
+    "fid_samples",
     "make_condition",
     "save_grid",
 ]
