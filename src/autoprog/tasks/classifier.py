@@ -40,7 +40,7 @@ from autoprog.adapters.base import ModelAdapter, check_model_name, create_adapte
 from autoprog.adapters.timm_vit import VIT_PREFIXES
 from autoprog.data.datasets import DatasetInfo
 from autoprog.errors import ConfigError
-from autoprog.train.config import TIMM_PREFIX
+from autoprog.train.source import TIMM_PREFIX
 
 if TYPE_CHECKING:
     from autoprog.train.config import FinetuneConfig

@@ -280,9 +280,6 @@ def parse_vote_weights(text: str) -> dict[str, float]:
 #: names its family (``"dit"``, ``"text-to-image"``, ``"classifier"``); raises :class:`ConfigError`.
 SourceCheck = Callable[..., str]
 
-#: ``--model timm:NAME``: a timm architecture by name (its weights from ``--weights``).
-TIMM_PREFIX = "timm:"
-
 FINETUNE_METHODS: tuple[str, ...] = (
     "full",
     "bitfit",
@@ -388,7 +385,7 @@ class FinetuneConfig:
                 (:func:`autoprog.tasks.create_finetune_task`), with the same messages.
         """
         from autoprog.data.datasets import check_dataset_name
-        from autoprog.train.source import SOURCE_RECIPES
+        from autoprog.train.source import SOURCE_RECIPES, TIMM_PREFIX
 
         _check_field_types(self)
         _check_reliability(self)

@@ -23,6 +23,9 @@ import torch
 
 from autoprog.errors import ConfigError
 
+#: ``--model timm:NAME``: a timm architecture by name (its weights from ``--weights``).
+TIMM_PREFIX = "timm:"
+
 #: Versioned recipes. Change a recipe's values => its hash (and folder) changes; bump ``version``
 #: when the training code changes in a way that alters the weights.
 SOURCE_RECIPES: dict[str, dict[str, Any]] = {
@@ -71,11 +74,9 @@ def resolve_model(spec: str, *, data_dir: str | None = None, log: Callable[[str]
 
     ``timm:NAME`` is no folder: it comes back as ``Path(spec)`` for the classifier task, which
     reads the weights from ``--weights``."""
-    from autoprog.tasks.classifier import is_timm_name
-
     if spec in SOURCE_RECIPES:
         return make_source(spec, data_dir=data_dir, log=log)
-    if is_timm_name(spec):
+    if str(spec).startswith(TIMM_PREFIX):
         return Path(spec)
     path = Path(spec)
     if not path.exists():
