@@ -198,7 +198,8 @@ def test_every_pretrain_config_option_is_on_the_command_line():
 
 def test_autoprog_one_searches_each_stage_and_recycles(fmnist_dir, tmp_path):
     out = tmp_path / "ap1"
-    args = ["pretrain", "--method", "autoprog-one", "--data-dir", fmnist_dir, "--out", out, *TINY, "--search-samples", "64"]
+    args = ["pretrain", "--method", "autoprog-one", "--search-rule", "paper", "--data-dir", fmnist_dir, "--out", out, *TINY,
+            "--search-samples", "64"]  # fmt: skip
     args[args.index("--epochs") + 1] = "8"
     assert run_cli(*args) == 0
     s = json.loads((out / "summary.json").read_text())
@@ -236,10 +237,34 @@ def test_autoprog_one_searches_each_stage_and_recycles(fmnist_dir, tmp_path):
     assert r["schedule"] == s["schedule"] and r["search"] == []
 
 
+def test_autoprog_one_horizon_rule_reaches_the_full_resolution_within_the_budget(fmnist_dir, tmp_path):
+    """The default rule (issue 16): a step-budget supernet over one resolution, scored on validation
+    images at full resolution; the resolution grows one grid step per stage; the budget is unchanged."""
+    out = tmp_path / "horizon"
+    args = ["pretrain", "--method", "autoprog-one", "--data-dir", fmnist_dir, "--out", out, *TINY, "--search-samples", "64"]
+    args[args.index("--epochs") + 1] = "8"
+    assert run_cli(*args) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["search_rule"]["name"] == "horizon" and s["val_top1"] is not None
+    grid = sorted({st["resolution"] for st in s["schedule"]})
+    sizes = [grid.index(st["resolution"]) for st in s["schedule"]]
+    assert sizes[-1] == len(grid) - 1 and all(b - a <= 1 for a, b in zip(sizes, sizes[1:], strict=False))
+    for search in s["search"]:
+        assert len({c["resolution"] for c in search["candidates"]}) == 1  # the exam cannot tell them apart
+        assert search["balancing_factor"] >= 0.1 or len(search["candidates"]) == 1
+    assert s["steps"] == 8 * (128 // 32)
+    steps = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert sum(r["event"] == "step" for r in steps) == s["steps"]
+    # --no-recycle: the supernet runs whole extra epochs (a fraction of a stage needs recycling)
+    again = tmp_path / "horizon-norecycle"
+    args2 = [*args[: args.index("--out")], "--out", again, *args[args.index("--out") + 2 :], "--no-recycle"]
+    assert run_cli(*args2) == 0
+
+
 def test_autoprog_one_without_recycling_adds_supernet_epochs(fmnist_dir, tmp_path):
     out = tmp_path / "norecycle"
-    args = ["pretrain", "--method", "autoprog-one", "--no-recycle", "--data-dir", fmnist_dir, "--out", out, *TINY,
-            "--search-samples", "64"]  # fmt: skip
+    args = ["pretrain", "--method", "autoprog-one", "--search-rule", "paper", "--no-recycle", "--data-dir", fmnist_dir,
+            "--out", out, *TINY, "--search-samples", "64"]  # fmt: skip
     assert run_cli(*args) == 0
     s = json.loads((out / "summary.json").read_text())
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

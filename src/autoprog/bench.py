@@ -222,7 +222,12 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "wall_clock_s_mean": statistics.fmean(r["wall_clock_s"] for r in rs),
             "flops_ratio": statistics.fmean(r["train_flops"] / r["full_flops"] for r in rs),
             "search_time_s_mean": statistics.fmean(r.get("search_time_s", 0.0) for r in rs),
+            "schedules": [_schedule_text(r) for r in rs],
         }
+        vals = [r["val_top1"] for r in rs if r.get("val_top1") is not None]
+        if len(vals) == len(rs):  # the validation split chooses defaults (the test split only reports)
+            row["val_top1_mean"] = statistics.fmean(vals)
+            row["val_top1_std"] = statistics.pstdev(vals) if len(vals) > 1 else 0.0
         paired = [(r, by_seed_full[r["seed"]]) for r in rs if r["seed"] in by_seed_full]
         if paired:
             wall = statistics.fmean(r["wall_clock_s"] / f["wall_clock_s"] for r, f in paired)
@@ -236,22 +241,31 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _schedule_text(run: dict[str, Any]) -> str:
+    """A run's stages as ``16/3 20/4 24/5 28/6`` (resolution / depth)."""
+    return " ".join(f"{s['resolution']}/{s['depth']}" for s in run.get("schedule", []) if "depth" in s)
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| method | seeds | top-1 (%) | Δ top-1 vs full | wall-clock (s) | of which search (s) | time ÷ full "
-        "| FLOPs ÷ full | realised ÷ theoretical speed-up |"
+        "| method | seeds | val top-1 (%) | top-1 (%) | Δ top-1 vs full | wall-clock (s) | of which search (s) "
+        "| time ÷ full | FLOPs ÷ full | realised ÷ theoretical speed-up | schedule (first seed) |"
     )
-    lines = [head, "|" + "---|" * 9]
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
 
         def f(key: str, fmt: str, r: dict[str, Any] = r) -> str:
             return format(r[key], fmt) if key in r else "–"
 
         top1 = f"{r['top1_mean']:.2f}" + (f" ± {r['top1_std']:.2f}" if len(r["seeds"]) > 1 else "")
+        val = "–"
+        if "val_top1_mean" in r:
+            val = f"{r['val_top1_mean']:.2f}" + (f" ± {r['val_top1_std']:.2f}" if len(r["seeds"]) > 1 else "")
+        schedule = (r.get("schedules") or [""])[0]
         lines.append(
-            f"| {r['method']} | {len(r['seeds'])} | {top1} | {f('top1_delta_vs_full', '+.2f')} | "
+            f"| {r['method']} | {len(r['seeds'])} | {val} | {top1} | {f('top1_delta_vs_full', '+.2f')} | "
             f"{r['wall_clock_s_mean']:.1f} | {r.get('search_time_s_mean', 0.0):.1f} | {f('wall_clock_ratio', '.3f')} | {r['flops_ratio']:.3f} | "
-            f"{f('realised_over_theoretical', '.3f')} |"
+            f"{f('realised_over_theoretical', '.3f')} | {schedule} |"
         )
     return "\n".join(lines)
 

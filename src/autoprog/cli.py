@@ -34,6 +34,7 @@ _PRETRAIN_FIELDS = {
     "warmup_epochs", "label_smoothing", "drop_path", "ema_decay", "mixup", "cutmix", "randaug", "reprob", "adaptive_reg", "amp",
     "device", "threads", "eval_ema", "search_runtime", "resume", "checkpoint_every", "on_nonfinite", "nonfinite_lr_factor",
     "channels_last", "compile", "mixed_precision", "workers", "ntk_samples", "zico_batches", "vote_weights",
+    "search_rule", "search_reach", "search_exam", "search_sampling", "search_supernet_fraction", "search_w_floor",
     "input_transform", "equal_time_epochs", "equal_time_ratio", "initial_scale", "delay_fraction", "finetune_fraction",
     "size_increment", "efficienttrain_schedule",
 }  # fmt: skip
@@ -208,7 +209,7 @@ def _add_train_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -> N
         default=d.zico_batches,
         help="autoprog-zero: probe batches of ZiCo, each of --batch-size training images",
     )
-    search.add_argument("--vote-weights", default=d.vote_weights, help="autoprog-zero: ranked-voting weights")
+    _add_search_rule_args(search, pretrain=True)
 
     opt = _group(p, "optimisation")
     opt.add_argument("--batch-size", type=int, default=d.batch_size, help="images per optimizer step (per process)")
@@ -316,6 +317,58 @@ def _add_output_args(p: argparse.ArgumentParser) -> None:
     out.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
+
+def _add_search_rule_args(search: argparse._ArgumentGroup, *, pretrain: bool) -> None:
+    """The search rule and its per-field overrides (:mod:`autoprog.search.rules`)."""
+    from autoprog.search.rules import DEFAULT_SEARCH_RULE, SEARCH_RULES
+
+    search.add_argument(
+        "--search-rule",
+        choices=tuple(SEARCH_RULES),
+        default=DEFAULT_SEARCH_RULE,
+        help="how searched stages choose: horizon (judged by the model they lead to) or paper (Sec. 3.2 and "
+        "the authors' code as published)",
+    )
+    bool_arg = argparse.BooleanOptionalAction
+    search.add_argument(
+        "--search-reach",
+        action=bool_arg,
+        default=None,
+        help="keep the full resolution reachable one grid step per stage left (default: the rule's)",
+    )
+    if pretrain:
+        search.add_argument(
+            "--search-exam",
+            choices=("train", "validation"),
+            default=None,
+            help="autoprog-one's loss: training images at the candidate's size, or validation images at the "
+            "full size (default: the rule's)",
+        )
+        search.add_argument(
+            "--search-sampling",
+            choices=("random", "rounds"),
+            default=None,
+            help="autoprog-one: supernet steps drawn at random or in shuffled rounds (default: the rule's)",
+        )
+        search.add_argument(
+            "--search-supernet-fraction",
+            type=float,
+            default=None,
+            help="autoprog-one: supernet steps as a fraction of the stage, instead of --search-epochs "
+            "(default: the rule's)",
+        )
+        search.add_argument(
+            "--search-w-floor",
+            type=float,
+            default=None,
+            help="autoprog-one: least balancing factor of Eq. 6 (default: the rule's)",
+        )
+    search.add_argument(
+        "--vote-weights",
+        default=None,
+        help="autoprog-zero's ranked-voting weights, e.g. time=1,ntk=0.5,zico=0.5 (default: the rule's)",
+    )
+
 def _add_finetune_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -> None:
     d = FinetuneConfig()
     data = _group(p, "data")
@@ -382,7 +435,7 @@ def _add_finetune_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -
         default=d.search_runtime,
         help="the searches' runtime term: measured step time or FLOPs (deterministic, reproducible)",
     )
-    search.add_argument("--vote-weights", default=d.vote_weights, help="ranked-voting weights")
+    _add_search_rule_args(search, pretrain=False)
     search.add_argument(
         "--search-fraction",
         type=float,

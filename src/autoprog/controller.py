@@ -73,7 +73,8 @@ from autoprog.search.one_shot import (
     power_law_score,
     stage_candidates,
 )
-from autoprog.search.one_shot_growth import MeasureFn, OneShotGrowthSearch, RuntimeFn, ScoreFn
+from autoprog.search.one_shot_growth import MeasureFn, OneShotGrowthSearch, RuntimeFn, ScoreFn, supernet_steps
+from autoprog.search.rules import smallest_resolution
 from autoprog.search.supernet import CandidateSampling
 from autoprog.search.zero_shot_growth import ZeroShotGrowthSearch, ZeroShotProbe
 
@@ -208,6 +209,15 @@ class GrowthController:
             :func:`~autoprog.search.one_shot.stage_candidates`).
         sampling: how supernet steps pick their candidate: ``"random"`` per step (the paper's) or
             ``"rounds"`` (:mod:`autoprog.search.supernet`).
+        supernet_fraction: the supernet trains for this fraction of the stage's steps (at least two
+            rounds of its candidates) and the search ends there, mid-epoch if need be; ``None``:
+            ``search_epochs`` whole epochs (the paper's).
+        prune_resolutions: a one-shot search trains only the candidates of the smallest resolution
+            among them (a rule whose exam cannot tell resolutions apart,
+            :attr:`~autoprog.search.rules.SearchRule.prunes_resolutions`).
+
+    :func:`autoprog.search.rules.controller_options` gives ``candidate_fn``, ``sampling``,
+    ``score_rule``, ``supernet_fraction`` and ``prune_resolutions`` for a named search rule.
     """
 
     def __init__(
@@ -235,6 +245,8 @@ class GrowthController:
         broadcast: Callable[[Any], Any] | None = None,
         candidate_fn: CandidateFn = stage_candidates,
         sampling: CandidateSampling = "random",
+        supernet_fraction: float | None = None,
+        prune_resolutions: bool = False,
     ) -> None:
         if not plan:
             raise ConfigError("the plan has no stages")
@@ -243,6 +255,8 @@ class GrowthController:
         searches = any(p.fixed is None and p.search == "one-shot" for p in plan)  # with a supernet
         if searches and score_fn is None:
             raise ConfigError("a searched plan (AutoProg-One) needs score_fn(momentum_net, config) -> loss")
+        if supernet_fraction is not None and not recycle:
+            raise ConfigError("a supernet trained for a fraction of the stage needs weight recycling (--recycle)")
         if probe is None and any(p.fixed is None and p.search == "zero-shot" for p in plan):
             raise ConfigError("a zero-shot searched plan (AutoProg-Zero) needs probe=ZeroShotProbe(batches)")
         self.adapter = adapter
@@ -261,6 +275,8 @@ class GrowthController:
         self.broadcast = broadcast or (lambda obj: obj)
         self.candidate_fn = candidate_fn
         self.sampling: CandidateSampling = sampling
+        self.supernet_fraction = supernet_fraction
+        self.prune_resolutions = prune_resolutions
 
         first = self.plan[0]
         depth = first.fixed.depth if first.fixed is not None else first.space.full_depth
@@ -285,6 +301,7 @@ class GrowthController:
         self.searches: list[dict[str, Any]] = []  #: the search records
         self._in_stage = False
         self._search: OneShotGrowthSearch | None = None
+        self._concluded: Event | None = None  #: a search that ended mid-epoch, reported by end_epoch
         self._stage_start = 0
 
     # -- what the loop trains (owned by the growing network) -------------------------------------
@@ -392,12 +409,15 @@ class GrowthController:
         ``seconds`` (forward + backward + update, measured by the loop) and take loss snapshots."""
         self.net.update_ema(self.steps if ema_step is None else ema_step)
         self.steps += 1
-        if self._search is not None:
-            self._search.end_step(seconds)
+        if self._search is not None and self._search.end_step(seconds):  # a search of a step budget ends
+            self._concluded = self._conclude_search()
 
     def end_epoch(self) -> list[Event]:
         """Finish the epoch: conclude a search after its last supernet epoch, close a finished stage."""
         events: list[Event] = []
+        if self._concluded is not None:  # the search ended inside this epoch (a step budget)
+            events.append(self._concluded)
+            self._concluded = None
         s = self._search
         if s is not None:
             last = s.end_epoch()
@@ -405,11 +425,7 @@ class GrowthController:
                 self.epoch += 1
             if not last:
                 return events
-            chosen, record = s.conclude(self.current, self.recycle)
-            self._search = None
-            self.current = chosen
-            self.searches.append(record)
-            events.append(Event("search", s.stage, chosen, record))
+            events.append(self._conclude_search())
         else:
             self.epoch += 1
         if self.epoch >= self.plan[self.stage].end_epoch:
@@ -423,6 +439,15 @@ class GrowthController:
             self._in_stage = False
         return events
 
+    def _conclude_search(self) -> Event:
+        s = self._search
+        assert s is not None
+        chosen, record = s.conclude(self.current, self.recycle)
+        self._search = None
+        self.current = chosen
+        self.searches.append(record)
+        return Event("search", s.stage, chosen, record)
+
     # -- stage starts: growth and search --------------------------------------------------------
 
     def _start_stage(self) -> list[Event]:
@@ -434,6 +459,8 @@ class GrowthController:
         candidates = self.candidate_fn(planned.space, k, self.current)
         if planned.search == "zero-shot":
             return self._zero_shot_search(k, candidates)
+        if self.prune_resolutions:
+            candidates = smallest_resolution(candidates)
         if len(candidates) == 1:
             events = self._grow_to(candidates[0])
             only = CandidateResult(candidates[0].resolution, candidates[0].depth, math.nan, math.nan)
@@ -442,19 +469,25 @@ class GrowthController:
             return events + [Event("search", k, candidates[0], record)]
         stage_len = planned.end_epoch - self.epoch
         n = max(1, min(self.search_epochs, stage_len - 1)) if stage_len > 1 else 1
-        s = self._one_shot_search(k, self.epoch, candidates, n, self.seed * 7919 + k)
+        total = None
+        if self.supernet_fraction is not None:  # a step budget: a fraction of the stage
+            total = supernet_steps(self.supernet_fraction, stage_len * self.steps_per_epoch, len(candidates))
+            n = -(-total // self.steps_per_epoch)
+        s = self._one_shot_search(k, self.epoch, candidates, n, self.seed * 7919 + k, total)
         s.build_supernet(self.current, self.recycle)
         self._search = s
         return [Event("supernet", k, s.widest, {"candidates": [c.__dict__ for c in candidates], "epochs": n})]
 
     def _one_shot_search(
-        self, k: int, start_epoch: int, candidates: list[SubnetConfig], n_epochs: int, seed: int
-    ) -> OneShotGrowthSearch:
+        self, k: int, start_epoch: int, candidates: list[SubnetConfig], n_epochs: int, seed: int,
+        total_steps: int | None = None,
+    ) -> OneShotGrowthSearch:  # fmt: skip
         assert self.score_fn is not None
         return OneShotGrowthSearch(
             self.net, k, start_epoch, candidates, n_epochs, steps_per_epoch=self.steps_per_epoch,
             snapshots=self.search_snapshots, seed=seed, score_fn=self.score_fn, runtime_fn=self.runtime_fn,
             measure_fn=self.measure_fn, sampling=self.sampling, rule=self.score_rule, broadcast=self.broadcast,
+            total_steps=total_steps,
         )  # fmt: skip
 
     def _grow_to(self, config: SubnetConfig, nested_from: int | None = None) -> list[Event]:
@@ -513,7 +546,12 @@ class GrowthController:
             "stage_start": self._stage_start,
             **self.net.state_dict(),  # version, structure, model, ema, optimizer
             "search": s.state_dict() if s is not None else None,
-        }
+            # a search that ended inside the epoch in progress: end_epoch still has to report it
+            "concluded": None if self._concluded is None else {
+                "stage": self._concluded.stage, "config": [self._concluded.config.resolution, self._concluded.config.depth],
+                "detail": self._concluded.detail,
+            },
+        }  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`: rebuild the model to the saved shape, then load everything."""
@@ -524,10 +562,15 @@ class GrowthController:
         self.searches = list(state["searches"])
         self._in_stage, self._stage_start = state["in_stage"], state["stage_start"]
         self._search = None
+        done = state.get("concluded")
+        self._concluded = None if done is None else Event("search", done["stage"], SubnetConfig(*done["config"]), done["detail"])
         saved = state["search"]
         if saved is not None:
             candidates = [SubnetConfig(*c) for c in saved["candidates"]]
-            s = self._one_shot_search(saved["stage"], saved["start_epoch"], candidates, saved["n_epochs"], 0)
+            # the stage's seed again: a round sampler is a pure function of it (a random one's state is restored)
+            seed = self.seed * 7919 + saved["stage"]
+            s = self._one_shot_search(saved["stage"], saved["start_epoch"], candidates, saved["n_epochs"], seed,
+                                      saved.get("total_steps"))  # fmt: skip
             s.load_state_dict(saved, supernet)
             self._search = s
 

@@ -59,8 +59,8 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 
 from autoprog.controller import Event, GrowthController
 from autoprog.errors import ConfigError
+from autoprog.search.rules import DEFAULT_SEARCH_RULE, SearchRule, create_search_rule, unfreeze_candidates
 from autoprog.search.step_times import StepTimes
-from autoprog.search.voting import DEFAULT_WEIGHTS
 from autoprog.search.zero_shot import zero_shot_search
 from autoprog.unfreeze.schedule import (
     FinetuneStage,
@@ -71,7 +71,6 @@ from autoprog.unfreeze.schedule import (
     prog_unfreeze_schedule,
     set_trainable,
     step_boundaries,
-    zero_shot_candidates,
 )
 
 #: Per-parameter-group lists kept by torch's LR schedulers; extended when a group is added.
@@ -342,7 +341,7 @@ class ProgressiveUnfreezing(BaseFinetuning):
       unfreezing over ``max_epochs`` (:func:`~autoprog.unfreeze.schedule.prog_unfreeze_schedule`);
     - a space with ``method="autoprog-zero"`` (Sec. 4.2, Eq. 12-19): the space's stages over
       ``max_epochs``; at the start of every stage but the last, the candidates of
-      :func:`~autoprog.unfreeze.schedule.zero_shot_candidates` are scored by NTK condition number,
+      :func:`~autoprog.search.rules.unfreeze_candidates` are scored by NTK condition number,
       ZiCo and step time on fixed probe batches and chosen by ranked voting
       (:func:`autoprog.search.zero_shot.zero_shot_search`); the last stage is the full model.
 
@@ -361,7 +360,11 @@ class ProgressiveUnfreezing(BaseFinetuning):
         ntk_samples: samples of the NTK (Eq. 13).
         time_repeats: timed steps per candidate (after one warm-up), measured once per candidate;
             a stage's new candidates are timed in interleaved rounds.
-        vote_weights: the ranked vote's weights (Eq. 19); default time 1, NTK 0.5, ZiCo 0.5.
+        search_rule: how a searched stage chooses (:mod:`autoprog.search.rules`): ``"horizon"``
+            (candidates that keep the full model reachable one step per stage, equal ballot weights)
+            or ``"paper"`` (the reference's candidates and weights), or a
+            :class:`~autoprog.search.rules.SearchRule`.
+        vote_weights: the ranked vote's weights (Eq. 19); default: the rule's.
         seed: the NTK's Rademacher probe seed.
 
     Attributes:
@@ -382,7 +385,8 @@ class ProgressiveUnfreezing(BaseFinetuning):
         probe_loss: ProbeLoss | None = None,
         ntk_samples: int = 8,
         time_repeats: int = 3,
-        vote_weights: Mapping[str, float] = DEFAULT_WEIGHTS,
+        search_rule: str | SearchRule = DEFAULT_SEARCH_RULE,
+        vote_weights: Mapping[str, float] | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -423,7 +427,11 @@ class ProgressiveUnfreezing(BaseFinetuning):
         self.probe_loss = probe_loss
         self.ntk_samples = ntk_samples
         self.time_repeats = time_repeats
-        self.vote_weights = dict(vote_weights)
+        rule = create_search_rule(search_rule) if isinstance(search_rule, str) else search_rule
+        if vote_weights is not None:
+            rule = rule.with_overrides(vote_weights=dict(vote_weights))
+        self.search_rule = rule
+        self.vote_weights = dict(rule.vote_weights)
         self.seed = seed
         self.stages: list[FinetuneStage] = []
         self.searches: list[dict[str, Any]] = []
@@ -493,7 +501,7 @@ class ProgressiveUnfreezing(BaseFinetuning):
         first = self._planned[0].fixed
         if first is None:  # searched: the smallest candidate; the search may add a level
             assert isinstance(self.plan, UnfreezeSpace)
-            first = min(zero_shot_candidates(self.plan, 0, None), key=lambda c: (c.level, c.resolution))
+            first = min(unfreeze_candidates(self.plan, 0, None, self.search_rule), key=lambda c: (c.level, c.resolution))
         self._configure(pl_module, first)
         pl_module.autoprog_stage = 0
 
@@ -566,7 +574,7 @@ class ProgressiveUnfreezing(BaseFinetuning):
         assert self.probe_forward is not None and self.probe_loss is not None
         t0 = time.perf_counter()
         current = UnfreezeConfig(self.stages[-1].resolution, self.stages[-1].level) if self.stages else None
-        candidates = zero_shot_candidates(self.plan, k, current)
+        candidates = unfreeze_candidates(self.plan, k, current, self.search_rule)
         device = pl_module.device
         batches = [move_data_to_device(b, device) for b in self.probe_batches]
         tensors, rebuild = _flatten_batch(batches[0])

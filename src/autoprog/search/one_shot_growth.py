@@ -39,11 +39,21 @@ MeasureFn = Callable[[nn.Module, SubnetConfig], float]
 RuntimeFn = Callable[[SubnetConfig], float]
 
 
-def snapshot_steps(n_epochs: int, steps_per_epoch: int, snapshots: int) -> set[int]:
+def snapshot_steps(n_epochs: int, steps_per_epoch: int, snapshots: int, total_steps: int | None = None) -> set[int]:
     """The supernet steps (counted from 1) after which the losses are snapshot: ``snapshots`` evenly
-    spread over the last of ``n_epochs`` search epochs."""
+    spread over the last of ``n_epochs`` search epochs, or (a search of ``total_steps`` steps) over
+    its second half."""
+    if total_steps is not None:
+        half = total_steps // 2
+        return {half + max(1, round((total_steps - half) * (i + 1) / snapshots)) for i in range(snapshots)}
     spe = steps_per_epoch
     return {(n_epochs - 1) * spe + round(spe * (i + 1) / snapshots) for i in range(snapshots)}
+
+
+def supernet_steps(fraction: float, stage_steps: int, candidates: int) -> int:
+    """The supernet's steps when it trains for ``fraction`` of a stage of ``stage_steps`` steps: at
+    least two rounds of the candidates, at most the stage less one step."""
+    return max(1, min(stage_steps - 1, max(2 * candidates, round(fraction * stage_steps))))
 
 
 class OneShotGrowthSearch:
@@ -54,7 +64,7 @@ class OneShotGrowthSearch:
         stage: the stage index.
         start_epoch: the budget epoch the stage starts at.
         candidates: the stage's candidates (:func:`~autoprog.search.one_shot.stage_candidates`).
-        n_epochs: supernet epochs.
+        n_epochs: supernet epochs (the last one may end early: ``total_steps``).
         steps_per_epoch: optimizer steps per epoch (places the snapshots).
         snapshots: loss snapshots in the last supernet epoch.
         seed: the candidate sampler's seed (the same on every process).
@@ -64,6 +74,9 @@ class OneShotGrowthSearch:
         sampling: ``"random"`` (the paper's) or ``"rounds"``, or a sampler object.
         rule: the score rule (Eq. 6 with the fitted balancing factor).
         broadcast: makes the decision's inputs identical across processes (rank 0's).
+        total_steps: the supernet's length in steps (a fraction of the stage, :func:`supernet_steps`);
+            ``None``: ``n_epochs`` whole epochs (the paper's). The search then ends after that many
+            steps, in the middle of an epoch if need be (:meth:`end_step` says when).
     """
 
     def __init__(
@@ -83,8 +96,10 @@ class OneShotGrowthSearch:
         sampling: CandidateSampling | CandidateSampler = "random",
         rule: ScoreRule = power_law_score,
         broadcast: Callable[[Any], Any] | None = None,
+        total_steps: int | None = None,
     ) -> None:
         self.net = net
+        self.total_steps = total_steps
         self.stage = stage
         self.start_epoch = start_epoch
         self.n_epochs = n_epochs
@@ -92,7 +107,7 @@ class OneShotGrowthSearch:
         self.search: SupernetSearch[SubnetConfig] = SupernetSearch(
             candidates, sampling=sampling, seed=seed, score_source="snapshots", rule=rule
         )
-        self.snapshot_steps = snapshot_steps(n_epochs, steps_per_epoch, snapshots)
+        self.snapshot_steps = snapshot_steps(n_epochs, steps_per_epoch, snapshots, total_steps)
         self.score_fn = score_fn
         self.runtime_fn = runtime_fn
         self.measure_fn = measure_fn
@@ -118,6 +133,8 @@ class OneShotGrowthSearch:
 
     @property
     def done(self) -> bool:
+        if self.total_steps is not None:
+            return self.search.steps >= self.total_steps
         return self.epochs_done >= self.n_epochs
 
     def build_supernet(self, current: SubnetConfig | None, recycle: bool) -> None:
@@ -147,11 +164,13 @@ class OneShotGrowthSearch:
         self.supernet.set_depth(config.depth)
         return config
 
-    def end_step(self, seconds: float | None = None) -> None:
-        """After a supernet step: its measured ``seconds``; a loss snapshot when one is due."""
+    def end_step(self, seconds: float | None = None) -> bool:
+        """After a supernet step: its measured ``seconds``; a loss snapshot when one is due. ``True``
+        when a search of ``total_steps`` steps has just taken its last one (conclude it now)."""
         self.search.record_step(seconds=seconds)
         if self.search.steps in self.snapshot_steps:
             self.snapshot()
+        return self.total_steps is not None and self.search.steps == self.total_steps
 
     @torch.no_grad()
     def snapshot(self) -> None:
@@ -166,9 +185,10 @@ class OneShotGrowthSearch:
         self.scoring_time += time.perf_counter() - t0
 
     def end_epoch(self) -> bool:
-        """After a supernet epoch; ``True`` when it was the last."""
+        """After a supernet epoch; ``True`` when it was the last (a search of ``total_steps`` steps
+        ends in :meth:`end_step` instead)."""
         self.epochs_done += 1
-        return self.done
+        return self.total_steps is None and self.done
 
     # -- the decision ----------------------------------------------------------------------------
 
@@ -232,6 +252,7 @@ class OneShotGrowthSearch:
             "losses": [s.losses[c] for c in self.candidates],
             "steps": s.steps,
             "snapshot_steps": sorted(self.snapshot_steps),
+            "total_steps": self.total_steps,
             "scoring_time": self.scoring_time,
             "elapsed": time.perf_counter() - self.t0,
         }
@@ -243,8 +264,9 @@ class OneShotGrowthSearch:
             {"steps": saved["steps"], "losses": saved["losses"], "times": saved["times"], "sampler": saved["rng"]}
         )
         self.snapshot_steps = set(saved["snapshot_steps"])
+        self.total_steps = saved.get("total_steps")
         self.t0 = time.perf_counter() - saved["elapsed"]
         self.supernet = supernet
 
 
-__all__ = ["MeasureFn", "OneShotGrowthSearch", "RuntimeFn", "ScoreFn", "snapshot_steps"]
+__all__ = ["MeasureFn", "OneShotGrowthSearch", "RuntimeFn", "ScoreFn", "snapshot_steps", "supernet_steps"]

@@ -150,6 +150,7 @@ def score_and_choose(
     for i, s in zip(scored, rule([losses[i] for i in scored], [runtimes[i] for i in scored]), strict=True):
         scores[i] = s
     w = power_law_balancing_factor([losses[i] for i in scored], [runtimes[i] for i in scored])
+    w = max(w, getattr(rule, "w_floor", 0.0))  # a floored Eq. 6 (autoprog.search.rules) reports the w it used
     if scored:
         index = min(scored, key=lambda i: (scores[i], runtimes[i]))
     else:

@@ -113,7 +113,13 @@ class PretrainConfig:
     search_runtime: str = "measured"
     ntk_samples: int = 8
     zico_batches: int = 2
-    vote_weights: str = "time=1,ntk=0.5,zico=0.5"
+    vote_weights: str | None = None
+    search_rule: str = "horizon"
+    search_reach: bool | None = None
+    search_exam: str | None = None
+    search_sampling: str | None = None
+    search_supernet_fraction: float | None = None
+    search_w_floor: float | None = None
     resume: bool = False
     checkpoint_every: int = 0
     on_nonfinite: str = "rollback"
@@ -130,8 +136,14 @@ class PretrainConfig:
     extra: dict = field(default_factory=dict)
 
     def weights(self) -> dict[str, float]:
-        """``vote_weights`` parsed: ``"time=1,ntk=0.5,zico=0.5"`` -> dict (:func:`parse_vote_weights`)."""
-        return parse_vote_weights(self.vote_weights)
+        """AutoProg-Zero's ballot weights: ``vote_weights`` parsed (``"time=1,ntk=0.5,zico=0.5"``,
+        :func:`parse_vote_weights`), else the search rule's."""
+        return dict(self.search().vote_weights)
+
+    def search(self):  # -> autoprog.search.rules.SearchRule
+        """The search rule of the run: ``search_rule`` with the ``search_*`` options that are set
+        (and ``vote_weights``) overriding its fields (:mod:`autoprog.search.rules`)."""
+        return _search_rule(self)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` (one line: the option, the value, what is valid) on the first bad field."""
@@ -255,6 +267,18 @@ def _check_peers(cfg: PretrainConfig) -> None:
         )
 
 
+def _search_rule(cfg: PretrainConfig | FinetuneConfig):
+    from autoprog.search.rules import create_search_rule
+
+    overrides = {"reach": cfg.search_reach}
+    if isinstance(cfg, PretrainConfig):
+        overrides.update(exam=cfg.search_exam, sampling=cfg.search_sampling,
+                         supernet_fraction=cfg.search_supernet_fraction, w_floor=cfg.search_w_floor)  # fmt: skip
+    if cfg.vote_weights is not None:
+        overrides["vote_weights"] = parse_vote_weights(cfg.vote_weights)
+    return create_search_rule(cfg.search_rule, **overrides)
+
+
 def parse_vote_weights(text: str) -> dict[str, float]:
     """Ranked voting's ballot weights (Eq. 19) from ``"time=1,ntk=0.5,zico=0.5"``.
 
@@ -330,8 +354,10 @@ class FinetuneConfig:
     zico_batches: int = 2
     time_repeats: int = 3
     search_runtime: str = "measured"
-    vote_weights: str = "time=1,ntk=0.5,zico=0.5"
+    vote_weights: str | None = None
     search_fraction: float = 0.25
+    search_rule: str = "horizon"
+    search_reach: bool | None = None
     fid_samples: int = 300
     fid_reference: int = 1000
     sample_steps: int = 25
@@ -369,8 +395,15 @@ class FinetuneConfig:
         return True if self.sid is None else self.sid
 
     def weights(self) -> dict[str, float]:
-        """``vote_weights`` parsed: ``"time=1,ntk=0.5,zico=0.5"`` -> dict (:func:`parse_vote_weights`)."""
-        return parse_vote_weights(self.vote_weights)
+        """AutoProg-Zero's ballot weights: ``vote_weights`` parsed (:func:`parse_vote_weights`), else
+        the search rule's."""
+        return dict(self.search().vote_weights)
+
+    def search(self):  # -> autoprog.search.rules.SearchRule
+        """The search rule of the run (:mod:`autoprog.search.rules`): ``search_rule`` with
+        ``search_reach`` and ``vote_weights`` overriding it when set (fine-tuning's AutoProg-One keeps
+        its own sampling, score source and ``search_fraction``)."""
+        return _search_rule(self)
 
     def validate(self, check_source: SourceCheck | None = None) -> None:
         """Raise :class:`ConfigError` (one line: the option, the value, what is valid) on the first bad field.
@@ -545,16 +578,38 @@ RESUME_FREE_FIELDS = frozenset(
 )
 
 
+#: Options added after checkpoints existed whose absence means a value other than today's default:
+#: a checkpoint written before search rules searched by the paper's rule, with the authors' weights.
+ADDED_OPTIONS_BEFORE: dict[str, Any] = {"search_rule": "paper"}
+
+
+def _effective(config: dict) -> dict:
+    """``config`` with the values that stand for another one made explicit: ``vote_weights`` unset
+    means the search rule's weights (so an old checkpoint's explicit default still matches)."""
+    out = {**ADDED_OPTIONS_BEFORE, **config}
+    if "vote_weights" in out and out["vote_weights"] is None:
+        from autoprog.search.rules import SEARCH_RULES
+
+        rule = SEARCH_RULES.get(out["search_rule"])
+        if rule is not None:
+            out["vote_weights"] = ",".join(f"{k}={v:g}" for k, v in rule.vote_weights.items())
+    elif out.get("vote_weights") is not None:
+        out["vote_weights"] = ",".join(f"{k}={v:g}" for k, v in parse_vote_weights(out["vote_weights"]).items())
+    return out
+
+
 def check_same_config(saved: dict, current: dict, out: str | Path) -> None:
     """Refuse to resume the run in ``out`` under another configuration than the one it was started with.
 
     Options in :data:`RESUME_FREE_FIELDS` may differ; an option the saved configuration lacks (added
-    to autoprog after the checkpoint was written) is taken as unchanged.
+    to autoprog after the checkpoint was written) is taken as unchanged, unless
+    :data:`ADDED_OPTIONS_BEFORE` says what its absence meant.
 
     Raises:
         ConfigError: naming the first differing option as on the command line, with both values
             (``(default)`` for an option left at its default).
     """
+    saved, current = _effective(saved), _effective(current)
     for key, value in current.items():
         if key not in RESUME_FREE_FIELDS and saved.get(key, value) != value:
             raise ConfigError(

@@ -210,15 +210,18 @@ def _pretrain(cfg: PretrainConfig, log: Callable[[str], None], ctx: DistContext,
             if events:
                 save(False)
 
-    # Final evaluation on the test split, at full resolution; FLOPs of all processes together.
+    # Final evaluation on the test split (and the validation split, which chooses defaults), at
+    # full resolution; FLOPs of all processes together.
     top1 = evaluate(ctl.model, data.test, adapter.full.resolution, data.prep, device, ctx)
+    val_top1 = None if data.val is None else evaluate(ctl.model, data.val, adapter.full.resolution, data.prep, device, ctx)
     ema = ctl.ema.module if ctl.ema is not None and cfg.eval_ema else None
     top1_ema = None if ema is None else evaluate(ema, data.test, adapter.full.resolution, data.prep, device, ctx)
     train_flops = int(ctx.all_reduce_sum([float(run.train_flops)])[0])
     full_flops = flops(adapter.full) * data.train.num_samples * ctx.world_size * cfg.epochs
     summary = build_summary(cfg, ctl, adapter, data, run, top1, top1_ema, train_flops, full_flops, operator.name,
                             {**environment(device), "world_size": ctx.world_size}, attempt.rollbacks)  # fmt: skip
-    summary.update(epochs=epochs, budget_epochs=cfg.epochs, **_input_summary(cfg, inputs, transform, epochs))
+    summary.update(epochs=epochs, budget_epochs=cfg.epochs, val_top1=val_top1,
+                   **_input_summary(cfg, inputs, transform, epochs))
     if ctx.is_main:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         torch.save(ctl.model.state_dict(), out / "model.pt")
@@ -479,6 +482,7 @@ def build_summary(
         "config": cfg.to_dict(),
         "environment": env,
         "nonfinite_rollbacks": rollbacks,
+        "search_rule": cfg.search().to_dict() if cfg.method in ("autoprog-one", "autoprog-zero") else None,
     }
 
 

@@ -1,7 +1,10 @@
 """What the searches of a pre-training run measure, handed to :class:`~autoprog.controller.GrowthController`.
 
-* AutoProg-One (Sec. 3.2.3) scores a candidate by the momentum network's loss on fixed training
-  samples (:func:`search_loss`), and times candidates it never sampled on a fixed batch
+* AutoProg-One (Sec. 3.2.3) scores a candidate by the momentum network's loss on fixed images
+  (:func:`search_loss`): the first training images at the candidate's resolution (the paper's
+  exam), or, under a rule that sees the end (``--search-exam validation``, the ``horizon`` rule of
+  :mod:`autoprog.search.rules`), the first validation images at the full resolution; it times
+  candidates it never sampled on a fixed batch
   (:func:`time_candidate`); ``--search-runtime flops`` replaces measured times by the candidate's
   training FLOPs (deterministic, so a searched schedule is reproducible and resumable exactly).
 * AutoProg-Zero (Sec. 4.2.2, Tab. V) scores candidates on a fixed probe of random training images
@@ -22,6 +25,8 @@ from autoprog.data import SubsetDataset
 from autoprog.flops import FlopTable
 from autoprog.growth.schedule import SubnetConfig
 from autoprog.search.one_shot import measure_step_time
+from autoprog.search.rules import controller_options
+from autoprog.train import peers
 from autoprog.train.config import PretrainConfig
 from autoprog.train.loader import BatchSource
 from autoprog.train.pretrain_data import PretrainData
@@ -29,12 +34,14 @@ from autoprog.train.pretrain_data import PretrainData
 
 @torch.no_grad()
 def search_loss(
-    data: PretrainData, samples: int, device: torch.device, net: nn.Module, config: SubnetConfig
-) -> float:
-    """Search loss (Sec. 3.2.3): ``net`` (the momentum network) on the first ``samples`` training
-    images at ``config``'s resolution, no augmentation."""
+    data: PretrainData, samples: int, device: torch.device, net: nn.Module, config: SubnetConfig,
+    exam: BatchSource | None = None, resolution: int | None = None,
+) -> float:  # fmt: skip
+    """Search loss (Sec. 3.2.3): ``net`` (the momentum network) on the first ``samples`` images of
+    ``exam`` (default: the training images) at ``resolution`` (default: ``config``'s), no augmentation."""
     total, seen = 0.0, 0
-    for x, y in data.fixed.epoch(0, config.resolution):
+    source = data.fixed if exam is None else exam
+    for x, y in source.epoch(0, config.resolution if resolution is None else resolution):
         logits = net(data.prep(x.to(device)))
         total += F.cross_entropy(logits.float(), y.to(device), reduction="sum").item()
         seen += len(y)
@@ -68,16 +75,31 @@ def zero_shot_probe(cfg: PretrainConfig, data: PretrainData, resolution: int, de
     )
 
 
+def exam_source(cfg: PretrainConfig, data: PretrainData) -> BatchSource:
+    """The images of the ``validation`` exam: the first ``cfg.search_samples`` validation images in
+    order (the training images when the run has no validation split)."""
+    images = data.val_set if data.val_set is not None else data.train_set
+    return BatchSource(images, min(256, cfg.search_samples), shuffle=False, drop_last=False,
+                       downsize=peers.batch_downsize(cfg))  # fmt: skip
+
+
 def search_functions(
     cfg: PretrainConfig, data: PretrainData, flops: FlopTable, full_resolution: int, device: torch.device
 ) -> dict[str, Any]:
-    """The controller's ``score_fn``, ``measure_fn``, ``runtime_fn`` and ``probe`` for ``cfg``."""
+    """The controller's ``score_fn``, ``measure_fn``, ``runtime_fn``, ``probe`` and the search rule's
+    options (:func:`~autoprog.search.rules.controller_options`) for ``cfg``."""
+    rule = cfg.search()
+    exam = {"exam": exam_source(cfg, data), "resolution": full_resolution} if rule.exam == "validation" else {}
+    options = controller_options(rule)
+    if not cfg.recycle:  # a supernet that is not training time runs whole extra epochs (--search-epochs)
+        options["supernet_fraction"] = None
     return {
-        "score_fn": partial(search_loss, data, cfg.search_samples, device),
+        **options,
+        "score_fn": partial(search_loss, data, cfg.search_samples, device, **exam),
         "measure_fn": partial(time_candidate, data, device),
         "runtime_fn": (lambda c: float(flops(c))) if cfg.search_runtime == "flops" else None,
         "probe": zero_shot_probe(cfg, data, full_resolution, device) if cfg.method == "autoprog-zero" else None,
     }
 
 
-__all__ = ["search_functions", "search_loss", "time_candidate", "zero_shot_probe"]
+__all__ = ["exam_source", "search_functions", "search_loss", "time_candidate", "zero_shot_probe"]

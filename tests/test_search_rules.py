@@ -1,0 +1,177 @@
+"""The search rules (issue 16, :mod:`autoprog.search.rules`): reachability, rounds, the floored
+score, the vote's equal weights, step-budget supernets, and the paper rule as it was."""
+
+from __future__ import annotations
+
+import io
+import itertools
+
+import pytest
+import torch
+
+from autoprog.controller import GrowthController, create_plan
+from autoprog.errors import ConfigError
+from autoprog.growth.schedule import GrowthSpace, SubnetConfig
+from autoprog.search.one_shot import power_law_score, stage_candidates
+from autoprog.search.rules import (
+    SEARCH_RULES,
+    controller_options,
+    create_search_rule,
+    floored_power_law_score,
+    growth_candidates,
+    resolution_floor,
+    unfreeze_candidates,
+)
+from autoprog.search.voting import DEFAULT_WEIGHTS, ranked_vote
+from autoprog.train.config import FinetuneConfig, PretrainConfig, check_same_config
+from autoprog.unfreeze.schedule import UnfreezeSpace, zero_shot_candidates
+
+HORIZON, PAPER = SEARCH_RULES["horizon"], SEARCH_RULES["paper"]
+
+
+def _paths(candidates_of, stages: int):
+    """Every sequence of choices a search could make, one candidate per searched stage."""
+    paths = [[]]
+    for k in range(stages - 1):  # the last stage is the full model
+        paths = [p + [c] for p in paths for c in candidates_of(k, p[-1] if p else None)]
+    return paths
+
+
+@pytest.mark.parametrize("stages", [3, 4, 5])
+def test_horizon_growth_always_reaches_the_full_resolution_one_step_per_stage(stages):
+    space = GrowthSpace(28, 6, 4, ratio=0.5, num_stages=stages)
+    res = sorted(set(space.resolutions))  # the grid (a space of more stages than values repeats some)
+    for path in _paths(lambda k, cur: growth_candidates(space, k, cur, HORIZON), stages):
+        sizes = [res.index(c.resolution) for c in path] + [len(res) - 1]
+        assert all(b - a <= 1 for a, b in itertools.pairwise(sizes)), path
+    # the paper's rule can strand it: the smallest resolution up to the last stage, then a jump
+    stranded = _paths(lambda k, cur: growth_candidates(space, k, cur, PAPER), stages)
+    assert any(all(c.resolution == res[0] for c in p) for p in stranded)
+
+
+def test_resolution_floor_is_the_linear_ramp_on_a_grid_of_as_many_values_as_stages():
+    assert [resolution_floor([16, 20, 24, 28], k, 4) for k in range(4)] == [16, 20, 24, 28]
+    assert [resolution_floor([16, 20, 24, 28], k, 3) for k in range(3)] == [20, 24, 28]
+    assert [resolution_floor([8, 16, 24, 32, 40], k, 3) for k in range(3)] == [24, 32, 40]
+
+
+def test_paper_rule_keeps_the_reference_candidates():
+    space = GrowthSpace(28, 6, 4, ratio=0.5, num_stages=4)
+    for k, cur in [(0, None), (1, SubnetConfig(16, 3)), (2, SubnetConfig(16, 6))]:
+        assert growth_candidates(space, k, cur, PAPER) == stage_candidates(space, k, cur)
+    uspace = UnfreezeSpace(32, 8, 0.25, 4, 4)
+    assert unfreeze_candidates(uspace, 0, None, PAPER) == zero_shot_candidates(uspace, 0, None)
+
+
+def test_horizon_unfreezing_reaches_the_full_model_on_both_axes():
+    uspace = UnfreezeSpace(32, 8, 0.25, 4, 4)
+    res, lev = uspace.resolutions, uspace.levels
+    for path in _paths(lambda k, cur: unfreeze_candidates(uspace, k, cur, HORIZON), 4):
+        r = [res.index(c.resolution) for c in path] + [len(res) - 1]
+        lv = [lev.index(c.level) for c in path] + [len(lev) - 1]
+        assert all(b - a <= 1 for a, b in itertools.pairwise(r)) and all(b - a <= 1 for a, b in itertools.pairwise(lv))
+
+
+def test_equal_weights_let_a_larger_resolution_win_a_ballot_the_authors_weights_only_tie():
+    # (8,1) (8,2) (16,1) (16,2): time grows with both axes; NTK and ZiCo both favour 16 px level 1
+    ballots = [{"time": 1.0, "ntk": 30.0, "zico": 1.0}, {"time": 2.0, "ntk": 40.0, "zico": 0.5},
+               {"time": 3.0, "ntk": 10.0, "zico": 3.0}, {"time": 4.0, "ntk": 20.0, "zico": 2.0}]  # fmt: skip
+    assert ranked_vote(ballots, HORIZON.vote_weights).winner == 2
+    assert ranked_vote(ballots, DEFAULT_WEIGHTS).winner == 0  # a tie (4 = 4), to the faster
+    assert dict(PAPER.vote_weights) == dict(DEFAULT_WEIGHTS)
+
+
+def test_floored_score_lets_time_count_when_the_fit_is_zero():
+    losses, times = [1.00, 1.10, 0.99], [1.0, 2.0, 3.0]  # loss does not fall with time: the fitted w is 0
+    fitted = power_law_score(losses, times)
+    assert fitted == losses and min(range(3), key=fitted.__getitem__) == 2  # the slowest wins by 1 %
+    floored = floored_power_law_score(0.1)(losses, times)
+    assert min(range(3), key=floored.__getitem__) == 0  # 1.00 * 1 < 0.99 * 3**0.1
+    assert floored_power_law_score(0.0) is power_law_score
+
+
+def test_rule_overrides_and_refusals():
+    assert create_search_rule("horizon") is HORIZON
+    custom = create_search_rule("paper", reach=True)
+    assert custom.name == "custom" and custom.reach and custom.exam == "train"
+    with pytest.raises(ConfigError, match="--search-rule must be one of paper, horizon"):
+        create_search_rule("best")
+    with pytest.raises(ConfigError, match="--search-supernet-fraction must be in"):
+        PretrainConfig(search_supernet_fraction=1.5).validate()
+    with pytest.raises(ConfigError, match="--search-w-floor"):
+        PretrainConfig(search_w_floor=-1.0).validate()
+    assert PretrainConfig().search() is HORIZON and FinetuneConfig().search() is HORIZON
+    assert PretrainConfig(search_rule="paper", vote_weights="time=1,ntk=1,zico=1").weights() == {
+        "time": 1.0, "ntk": 1.0, "zico": 1.0}  # fmt: skip
+
+
+def test_a_checkpoint_from_before_search_rules_resumes_only_under_the_paper_rule(tmp_path):
+    old = PretrainConfig().to_dict()
+    del old["search_rule"]
+    old["vote_weights"] = "time=1,ntk=0.5,zico=0.5"
+    check_same_config(old, PretrainConfig(search_rule="paper").to_dict(), tmp_path)
+    with pytest.raises(ConfigError, match="--search-rule"):
+        check_same_config(old, PretrainConfig().to_dict(), tmp_path)
+
+
+def _controller(adapter, space, rule, steps_per_epoch=4, epochs=6):
+    def score(net, config):
+        return float(net(torch.ones(2, 1, config.resolution, config.resolution)).abs().mean())
+
+    torch.manual_seed(0)
+    return GrowthController(adapter, create_plan("autoprog-one", space, epochs), steps_per_epoch=steps_per_epoch,
+                            score_fn=score, runtime_fn=lambda c: c.resolution * c.depth,
+                            **controller_options(rule))  # fmt: skip
+
+
+def _train(ctl: GrowthController, steps: int) -> list[SubnetConfig]:
+    seen = []
+    for _ in range(steps):
+        c = ctl.next_config()
+        loss = ctl.model(torch.full((2, 1, c.resolution, c.resolution), 0.5)).pow(2).mean()
+        ctl.optimizer.zero_grad()
+        loss.backward()
+        ctl.optimizer.step()
+        ctl.end_step(0.01)
+        seen.append(c)
+    return seen
+
+
+def test_a_step_budget_supernet_trains_its_candidates_in_equal_rounds_and_ends_mid_epoch(tiny_adapter):
+    space = GrowthSpace(28, 6, 4, ratio=0.5, num_stages=3)
+    ctl = _controller(tiny_adapter, space, HORIZON, steps_per_epoch=20)  # stage 0: 2 epochs, 40 steps
+    spec = ctl.begin_epoch()
+    assert spec.supernet
+    candidates = ctl._search.candidates
+    assert {c.resolution for c in candidates} == {space.resolutions[0]}  # the validation exam: depth only
+    budget = ctl._search.total_steps
+    assert budget == max(2 * len(candidates), 5) < 20  # 1/8 of the stage, at least two rounds
+    seen = _train(ctl, 20)  # the epoch: the search ends inside it, the chosen network trains after
+    rounds = budget // len(candidates)
+    for r in range(rounds):
+        assert sorted(seen[r * len(candidates) : (r + 1) * len(candidates)]) == sorted(candidates)
+    assert not ctl.searching and all(c == ctl.current for c in seen[budget:])
+    events = ctl.end_epoch()
+    assert events[0].kind == "search" and events[0].config == ctl.current
+
+
+def test_a_step_budget_search_restored_after_it_concluded_mid_epoch_reports_it(tiny_adapter):
+    space = GrowthSpace(28, 6, 4, ratio=0.5, num_stages=3)
+    a = _controller(tiny_adapter, space, HORIZON, steps_per_epoch=8)
+    a.begin_epoch()
+    _train(a, a._search.total_steps + 1)  # concluded, the epoch not over
+    buffer = io.BytesIO()
+    torch.save(a.state_dict(), buffer)
+    buffer.seek(0)
+    b = _controller(tiny_adapter, space, HORIZON, steps_per_epoch=8)
+    b.load_state_dict(torch.load(buffer, weights_only=True))
+    assert _train(a, 2) == _train(b, 2)
+    ea, eb = a.end_epoch(), b.end_epoch()
+    assert [(e.kind, e.config) for e in ea] == [(e.kind, e.config) for e in eb] and ea[0].kind == "search"
+
+
+def test_a_supernet_fraction_needs_weight_recycling(tiny_adapter):
+    space = GrowthSpace(28, 6, 4, ratio=0.5, num_stages=3)
+    with pytest.raises(ConfigError, match="needs weight recycling"):
+        GrowthController(tiny_adapter, create_plan("autoprog-one", space, 6), steps_per_epoch=4, recycle=False,
+                         score_fn=lambda net, c: 0.0, **controller_options(HORIZON))  # fmt: skip
