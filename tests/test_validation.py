@@ -210,7 +210,7 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("stages vs epochs/steps", "finetune", ["--method", "prog", "--stages", "4", "--steps", "3"]),
     ("stages vs epochs/steps", "finetune", ["--method", "autoprog-zero", "--stages", "1"]),
     ("resolution vs patch size", "pretrain", ["--img-size", "30"]),
-    ("resolution vs patch size", "pretrain", ["--patch-size", "5"]),
+    ("resolution vs patch size", "pretrain", ["--patch-size", "5", "--img-size", "28"]),
     ("resolution vs patch size", "pretrain", ["--model", "resnet18", "--img-size", "30"]),
     (
         "model cannot grow / unfreeze",
