@@ -10,7 +10,6 @@ import shlex
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
