@@ -179,3 +179,12 @@ def test_readme_first_run_command_runs_as_written(tmp_path, monkeypatch, capsys)
     assert (tmp_path / "runs" / "first-run" / "model.pt").is_file()
     shown = README.read_text().split("## First run on your own images", 1)[1]
     assert first in shown  # the README shows the first line this run printed
+
+
+def test_the_memory_check_leaves_the_random_state_alone():
+    adapter = create_adapter("vit_tiny_patch16_224", img_size=16, in_chans=1, num_classes=3, patch_size=4, depth=2)
+    torch.manual_seed(0)
+    estimate_training_memory(adapter, 8, 1, torch.device("cpu"))
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(3))  # the run's model is initialised as without the check

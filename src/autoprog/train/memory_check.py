@@ -59,7 +59,16 @@ def estimate_training_memory(
     adapter: ModelAdapter, batch_size: int, in_chans: int, device: torch.device,
     amp_dtype: torch.dtype | None = None, processes: int = 1,
 ) -> MemoryEstimate:  # fmt: skip
-    """Measure the full model's training forward on one image on ``device`` (see the module docstring)."""
+    """Measure the full model's training forward on one image on ``device`` (see the module docstring).
+    The random state is left as it was: the run's own model is initialised exactly as without the check."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        return _estimate(adapter, batch_size, in_chans, device, amp_dtype, processes)
+
+
+def _estimate(
+    adapter: ModelAdapter, batch_size: int, in_chans: int, device: torch.device, amp_dtype: torch.dtype | None,
+    processes: int,
+) -> MemoryEstimate:  # fmt: skip
     model = adapter.create_model().to(device)
     side = adapter.full.resolution
     x = torch.zeros(1, in_chans, side, side, device=device)
