@@ -102,7 +102,7 @@ def test_argparse_rejects_bad_choices(fmnist_dir, tmp_path, args, message, capsy
         (["--model", "resnet_x"], "unknown ResNet"),
         (["--model", "convnext_x"], "unknown model"),
         (["--data", "nope"], "unknown dataset"),
-        (["--patch-size", "5"], "multiple of the patch size"),
+        (["--patch-size", "5", "--img-size", "28"], "multiple of the patch size"),  # alone: the size is rounded
         (["--epochs", "0"], "--epochs must be >= 1"),
     ],
 )

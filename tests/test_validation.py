@@ -40,7 +40,7 @@ one-line message, never any other exception; likewise for arbitrary JSON in a sc
 | 18 | stages vs epochs/steps | `autoprog finetune --method prog --stages 4 --steps 3` | 4 stages need at least 4 steps, got 3 |
 | 19 | stages vs epochs/steps | `autoprog finetune --method autoprog-zero --stages 1` | autoprog-zero needs at least 2 stages (the last one trains the full model) |
 | 20 | resolution vs patch size | `autoprog pretrain --img-size 30` | --img-size 30 is not a multiple of the patch size 4 |
-| 21 | resolution vs patch size | `autoprog pretrain --patch-size 5` | resolution 28 is not a multiple of the patch size 5 |
+| 21 | resolution vs patch size | `autoprog pretrain --patch-size 5 --img-size 28` | --img-size 28 is not a multiple of the patch size 5 |
 | 22 | resolution vs patch size | `autoprog pretrain --model resnet18 --img-size 30` | resolution 30 is not a multiple of 4 |
 | 23 | model cannot grow / unfreeze | `autoprog pretrain --model vit_small_patch16_dinov3 --patch-size 4` | model 'vit_small_patch16_dinov3' is not a timm VisionTransformer with a `blocks` Sequential: autoprog cannot grow its depth |
 | 24 | model cannot grow / unfreeze | `autoprog pretrain --model vit_relpos_small_patch16_224 --patch-size 4` | timm model 'vit_relpos_small_patch16_224' does not take the options autoprog needs to grow it (VisionTransformerRelPos.__init__() got an unexpected keyword argument 'dynamic_img_size'); use a plain timm VisionTransformer such as vit_tiny_patch16_224 or deit_small_patch16_224 |
@@ -210,7 +210,7 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("stages vs epochs/steps", "finetune", ["--method", "prog", "--stages", "4", "--steps", "3"]),
     ("stages vs epochs/steps", "finetune", ["--method", "autoprog-zero", "--stages", "1"]),
     ("resolution vs patch size", "pretrain", ["--img-size", "30"]),
-    ("resolution vs patch size", "pretrain", ["--patch-size", "5"]),
+    ("resolution vs patch size", "pretrain", ["--patch-size", "5", "--img-size", "28"]),
     ("resolution vs patch size", "pretrain", ["--model", "resnet18", "--img-size", "30"]),
     (
         "model cannot grow / unfreeze",

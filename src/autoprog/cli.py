@@ -13,6 +13,7 @@ starts. See ``docs/errors.md`` for every message.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -27,6 +28,7 @@ from autoprog.train.config import (
     PretrainConfig,
     check_out_dir,
 )
+from autoprog.train.fit_defaults import fit_defaults
 
 _PRETRAIN_FIELDS = {
     "model", "data", "data_dir", "test_subset", "method", "epochs", "out", "train_subset", "val_size", "seed", "ratio",
@@ -588,6 +590,34 @@ def _finetune_config(args: argparse.Namespace, **override) -> FinetuneConfig:
     return FinetuneConfig(**{k: v for k, v in values.items() if v is not None or k in keep_none})
 
 
+def given_options(argv: Sequence[str] | None) -> set[str]:
+    """The destinations of the options typed on the command line ``argv`` (abbreviations and
+    ``--opt=value`` included): ``argv`` parsed again with every default suppressed."""
+    parser = build_parser()
+    stack = [parser]
+    while stack:
+        p = stack.pop()
+        for action in p._actions:
+            action.default = argparse.SUPPRESS
+            if isinstance(action, argparse._SubParsersAction):
+                stack.extend(action.choices.values())
+    return set(vars(parser.parse_args(argv))) - {"command", "bench_command"}
+
+
+def _pretrain_train_images(cfg: PretrainConfig, given: set[str], world_size: int) -> int | None:
+    """The training images of a ``pretrain`` run, when the batch might not fit them (``None``
+    otherwise): an image folder (listed, not decoded), a dataset in a ``--data-dir`` of one's own,
+    or a ``--train-subset`` below one batch per process; the standard datasets hold a batch."""
+    small_subset = cfg.train_subset is not None and cfg.train_subset < cfg.batch_size * world_size
+    own_data = cfg.data.strip().lower().startswith("imagefolder:") or cfg.data_dir is not None
+    if "batch_size" in given or not (small_subset or own_data):
+        return None
+    from autoprog.data import load_dataset
+    from autoprog.train.pretrain_data import split_sizes
+
+    return split_sizes(cfg, len(load_dataset(cfg.data, "train", data_dir=cfg.data_dir, image_size=cfg.img_size)))[0]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -595,9 +625,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     context = ""  # the configuration, for an out-of-memory message
     try:
         if args.command == "pretrain":
-            cfg = _pretrain_config(args)
+            given = given_options(argv)
+            cfg, notes = fit_defaults(_pretrain_config(args), None, given)  # stages the epochs can hold
             cfg.validate()
             check_out_dir(cfg.out, overwrite=args.overwrite)
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+            cfg, more = fit_defaults(cfg, _pretrain_train_images(cfg, given, world), given, world)  # a batch the data holds
+            if os.environ.get("RANK", "0") == "0":
+                for note in notes + more:
+                    print(f"autoprog: {note}", flush=True)
             context = _context(cfg)
             made = make_run_dir(cfg.out)
             from autoprog.train.pretrain import pretrain

@@ -117,6 +117,10 @@ class AdapterFamily:
         create: ``create(model, *, img_size, in_chans, num_classes, **options) -> ModelAdapter``.
         options: which of :data:`ADAPTER_OPTIONS` the family takes (the others are not passed).
         hint: how the message for an unknown model names the family (``"a torchvision ResNet (...)"``).
+        resolution_step: ``resolution_step(model, patch_size) -> int``, the step the family's input
+            sizes come in (a ViT's patch size, ``patch_size`` or the name's; 4 for a ResNet), known
+            before the adapter is built so that a default input size can be rounded to it
+            (:func:`input_size_step`); ``None``: any size.
     """
 
     name: str
@@ -125,6 +129,7 @@ class AdapterFamily:
     create: Callable[..., ModelAdapter]
     options: frozenset[str]
     hint: str
+    resolution_step: Callable[[str, int | None], int] | None = None
 
 
 _FAMILIES: dict[str, AdapterFamily] = {}
@@ -169,6 +174,15 @@ def create_adapter(
     options = {"patch_size": patch_size, "depth": depth, "drop_path_rate": drop_path_rate}
     taken = {k: v for k, v in options.items() if k in family.options}
     return family.create(model, img_size=img_size, in_chans=in_chans, num_classes=num_classes, **taken)
+
+
+def input_size_step(model: str, patch_size: int | None = None) -> int:
+    """The step a model's input sizes come in (:attr:`AdapterFamily.resolution_step`; 1 when the
+    family says none): a size given by default is rounded down to it."""
+    check_model_name(model)
+    family = adapter_family(model)
+    step = family.resolution_step if family is not None else None
+    return 1 if step is None else int(step(model, patch_size))
 
 
 def check_model_name(model: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -180,6 +181,16 @@ def check_vit_name(model: str) -> None:
         )
 
 
+@functools.lru_cache(maxsize=16)
+def own_patch_size(model: str) -> int:
+    """The patch size the timm name ``model`` builds with, read from a copy on the meta device
+    (no memory, no weights)."""
+    with torch.device("meta"):
+        probe = timm.create_model(model, pretrained=False)
+    p = probe.patch_embed.patch_size
+    return int(p[0] if isinstance(p, tuple | list) else p)
+
+
 register_adapter(
     AdapterFamily(
         name="timm ViT/DeiT",
@@ -188,6 +199,7 @@ register_adapter(
         create=TimmViTAdapter,
         options=frozenset({"patch_size", "depth", "drop_path_rate"}),
         hint="a timm Vision Transformer name such as vit_tiny_patch16_224, vit_small_patch16_224 or deit_tiny_patch16_224",
+        resolution_step=lambda model, patch_size: patch_size or own_patch_size(model),
     )
 )
 

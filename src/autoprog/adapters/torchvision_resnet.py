@@ -51,6 +51,8 @@ _SPECS: dict[str, tuple[type[nn.Module], list[int]]] = {
     "resnet101": (tv_resnet.Bottleneck, [3, 4, 23, 3]),
 }
 _STAGES = ("layer1", "layer2", "layer3", "layer4")
+#: Input sizes come in steps of 4 px.
+RESOLUTION_STEP = 4
 
 
 def _width(block: nn.Module) -> int:
@@ -115,7 +117,7 @@ class TorchvisionResNetAdapter:
         full_depth = sum(self.growable_full) if depth is None else depth
         if full_depth < 1:
             raise ConfigError(f"depth must be >= 1, got {full_depth}")
-        self.resolution_step = 4
+        self.resolution_step = RESOLUTION_STEP
         if img_size % self.resolution_step:
             raise ConfigError(f"resolution {img_size} is not a multiple of {self.resolution_step}")
         self.full = SubnetConfig(resolution=img_size, depth=full_depth)
@@ -242,6 +244,7 @@ register_adapter(
         create=TorchvisionResNetAdapter,
         options=frozenset({"depth"}),
         hint=f"a torchvision ResNet ({', '.join(_SPECS)})",
+        resolution_step=lambda model, patch_size: RESOLUTION_STEP,
     )
 )
 

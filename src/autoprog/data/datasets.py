@@ -39,6 +39,7 @@ __all__ = [
     "TensorImageDataset",
     "check_dataset_name",
     "class_balanced_subset",
+    "image_folder_size",
     "load_dataset",
     "load_image",
     "split_train_val",
@@ -295,7 +296,8 @@ def load_dataset(
       order, the first 450 digits of each class are ``train`` (4,500) and the last 50 ``test`` (500).
     * ``cifar10``: the CIFAR-10 python version; ``data_dir`` (required) holds ``cifar-10-batches-py``.
     * ``imagefolder:PATH``: ``PATH/train/<class>/<image>`` and ``PATH/val/<class>/<image>``; split
-      ``test`` reads ``val/``. Images default to 224 px RGB.
+      ``test`` reads ``val/``. Images default to the folder's own size (:func:`image_folder_size`
+      of ``train/``, for both splits) and RGB.
 
     For the IDX datasets, ``data_dir`` may also be a torchvision root (``FashionMNIST/raw``,
     ``MNIST/raw`` inside it). In-memory datasets are resized (bilinear, antialiased) and/or converted
@@ -306,7 +308,8 @@ def load_dataset(
         name: the dataset (case-insensitive, apart from an image folder's path).
         split: ``"train"`` or ``"test"``.
         data_dir: folder holding the dataset's files (overrides the default).
-        image_size: side of the returned images (default: the native size; 224 for image folders).
+        image_size: side of the returned images (default: the native size; for image folders the
+            median shorter side of the training images, :func:`image_folder_size`).
         in_chans: 1 or 3 (default: the native channels; 3 for image folders).
 
     Returns:
@@ -609,12 +612,33 @@ def _load_imagefolder(
         if not folder.is_dir():
             raise DatasetNotFoundError(f"image folder dataset: {folder} not found ({layout})")
     name = f"imagefolder:{path}"
-    size = image_size if image_size is not None else 224
+    size = image_size if image_size is not None else image_folder_size(train_dir)
     chans = in_chans if in_chans is not None else 3
     train = ImageFolderDataset(train_dir, size, chans, name=name)
     if split == "train":
         return train
     return ImageFolderDataset(val_dir, size, chans, classes=train.classes, name=name)
+
+
+def image_folder_size(root: str | os.PathLike[str], sample: int = 256) -> int:
+    """The side an image folder's images are loaded at by default: the median of their shorter sides.
+
+    Read from the headers (no decoding) of at most ``sample`` files spread evenly over the sorted
+    files of ``root``'s class folders; 224 when none can be read (the decode error comes later,
+    naming the file). A folder of 64x64 images gives 64; mixed sizes give their middle one.
+    """
+    root = Path(root)
+    files = [f for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+             for f in _image_files(d)] if root.is_dir() else []  # fmt: skip
+    picked = files if len(files) <= sample else [files[i * len(files) // sample] for i in range(sample)]
+    sides = []
+    for f in picked:
+        try:
+            with Image.open(f) as img:
+                sides.append(min(img.size))
+        except (OSError, ValueError, SyntaxError):
+            continue
+    return int(np.median(sides)) if sides else 224
 
 
 # ----------------------------------------------------------------------------------------------------

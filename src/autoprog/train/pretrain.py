@@ -16,6 +16,7 @@ run machinery (resume, rollback on a non-finite loss, log sinks, DDP re-wrapping
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ from autoprog.run import (
 from autoprog.train import peers
 from autoprog.train.config import PretrainConfig
 from autoprog.train.loader import BatchSource
+from autoprog.train.memory_check import check_memory_fits
 from autoprog.train.pretrain_data import PretrainData, load_pretrain_data
 from autoprog.train.pretrain_search import search_functions
 from autoprog.train.pretrain_step import TrainStep, make_eraser
@@ -99,6 +101,9 @@ def _pretrain(cfg: PretrainConfig, log: Callable[[str], None], ctx: DistContext,
     total_steps, warmup_steps = steps_per_epoch * epochs, int(cfg.warmup_epochs * steps_per_epoch)
     train_step = TrainStep(cfg, info.num_classes, device, ctx)
     log(_describe(cfg, epochs, adapter, data, len(plan), device))
+    # Refuse, in one line, a run whose largest configuration cannot fit in memory (issue 21).
+    check_memory_fits(adapter, cfg.model, cfg.batch_size, info.in_chans, device, train_step.amp_dtype,
+                      local_processes=int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size)))  # fmt: skip
 
     # Setup logging: rank 0 writes log.jsonl (cut back to the checkpoint when resuming) and
     # TensorBoard; with several processes each also logs its decisions with a parameter digest.
@@ -490,7 +495,8 @@ def _describe(
     cfg: PretrainConfig, epochs: int, adapter: ModelAdapter, data: PretrainData, stages: int, device: torch.device
 ) -> str:
     val = len(data.val_set) if data.val_set is not None else 0  # type: ignore[arg-type]
-    return (f"autoprog pretrain: {cfg.method} | {cfg.model} depth {adapter.full.depth} @ {adapter.full.resolution}px | "
+    size = f"{adapter.full.resolution}px ({data.size_note})" if data.size_note else f"{adapter.full.resolution}px"
+    return (f"autoprog pretrain: {cfg.method} | {cfg.model} depth {adapter.full.depth} @ {size} | "
             f"{cfg.data}: {len(data.train_set)} train / {val} val / {len(data.test_set)} test | "  # type: ignore[arg-type]
             f"{epochs} epochs x {len(data.train)} steps | {stages} stage(s) | device {device}")  # fmt: skip
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from autoprog.adapters.base import ModelAdapter
+from autoprog.adapters.base import ModelAdapter, input_size_step
 from autoprog.data import DatasetInfo, class_balanced_subset, load_dataset, split_train_val
 from autoprog.data.augment import RandAugmentDataset
 from autoprog.data.resize import resize_batch
@@ -49,6 +49,7 @@ class PretrainData:
         mean, std: per-channel statistics on the device, (1, C, 1, 1).
         loader_args: the training batches' batch size, seed, shard and loader settings.
         randaug: the RandAugment policy of ``train`` (``None``: none).
+        size_note: how the input size was chosen, for the run's first line (:func:`input_size`).
     """
 
     info: DatasetInfo
@@ -63,6 +64,7 @@ class PretrainData:
     std: torch.Tensor
     loader_args: dict[str, Any]
     randaug: str | None = None
+    size_note: str = ""
 
     def prep(
         self, x: torch.Tensor, resolution: int | None = None, adapter: ModelAdapter | None = None,
@@ -87,11 +89,13 @@ def load_pretrain_data(cfg: PretrainConfig, ctx: DistContext, device: torch.devi
     """Load and split ``cfg.data``; seed Python's and NumPy's generators afterwards (timm's Mixup
     draws from NumPy)."""
     train_full = load_dataset(cfg.data, "train", data_dir=cfg.data_dir, image_size=cfg.img_size)
-    test_set = load_dataset(cfg.data, "test", data_dir=cfg.data_dir, image_size=cfg.img_size)
+    size, size_note = input_size(cfg, train_full.info.image_size)
+    if size != train_full.info.image_size:  # the data's own size, rounded to the model's step
+        train_full = load_dataset(cfg.data, "train", data_dir=cfg.data_dir, image_size=size)
+    test_set = load_dataset(cfg.data, "test", data_dir=cfg.data_dir, image_size=size)
     if cfg.test_subset is not None and cfg.test_subset < len(test_set):
         test_set = class_balanced_subset(test_set, cfg.test_subset, seed=cfg.seed)
-    val_size = min(cfg.val_size, len(train_full) // 10)
-    n_train = min(cfg.train_subset or len(train_full), len(train_full) - val_size)
+    n_train, val_size = split_sizes(cfg, len(train_full))
     pool = class_balanced_subset(train_full, n_train + val_size, seed=cfg.seed)
     train_set, val_set = _split_pool(pool, n_train, cfg.seed)
     random.seed(cfg.seed)
@@ -120,7 +124,28 @@ def load_pretrain_data(cfg: PretrainConfig, ctx: DistContext, device: torch.devi
         std=torch.tensor(info.std, device=device).view(1, -1, 1, 1),
         loader_args=loader,
         randaug=cfg.randaug,
+        size_note=size_note,
     )
+
+
+def input_size(cfg: PretrainConfig, native: int) -> tuple[int, str]:
+    """The full input size of the run and how it was chosen: ``--img-size``, or the data's own size
+    (``native``: an image folder's median shorter side, :func:`~autoprog.data.image_folder_size`)
+    rounded down to the model's step (a ViT's patch size, 4 px for a ResNet)."""
+    if cfg.img_size is not None:
+        return cfg.img_size, "--img-size"
+    step = input_size_step(cfg.model, cfg.patch_size)
+    size = max(step, native // step * step)
+    if size == native:
+        return size, "the data's size"
+    return size, f"the data's {native}px, rounded down to a multiple of {step}"
+
+
+def split_sizes(cfg: PretrainConfig, available: int) -> tuple[int, int]:
+    """``(training images, validation images)`` taken from a training split of ``available`` images:
+    ``--val-size`` (at most a tenth) for validation, ``--train-subset`` (or the rest) for training."""
+    val_size = min(cfg.val_size, available // 10)
+    return min(cfg.train_subset or available, available - val_size), val_size
 
 
 def _train_source(train_set: Dataset, randaug: str | None, loader: dict[str, Any]) -> BatchSource:
@@ -136,4 +161,4 @@ def _split_pool(pool: Dataset, n_train: int, seed: int) -> tuple[Dataset, Datase
     return split_train_val(pool, val_fraction, seed)
 
 
-__all__ = ["PretrainData", "load_pretrain_data", "normalise"]
+__all__ = ["PretrainData", "input_size", "load_pretrain_data", "normalise", "split_sizes"]
