@@ -198,15 +198,15 @@ def test_finetune_autoprog_zero_summary_contract(tmp_path, cells):
     for rec in s["search"]:
         for c in rec["candidates"]:
             assert {"ntk", "zico", "time", "ranks", "total"} <= set(c)
-            assert c["total"] == pytest.approx(
-                c["ranks"]["time"] + 0.5 * c["ranks"]["ntk"] + 0.5 * c["ranks"]["zico"]
-            )
+            w = rec["weights"]  # the search rule's (horizon: equal weights; paper: 1 / 0.5 / 0.5)
+            assert c["total"] == pytest.approx(sum(w[k] * c["ranks"][k] for k in ("time", "ntk", "zico")))
         chosen = min(rec["candidates"], key=lambda c: (c["total"], c["time"]))
         assert (chosen["resolution"], chosen["level"]) == (
             rec["chosen"]["resolution"],
             rec["chosen"]["level"],
         )
     assert 0 < s["flops_ratio"] < 1
+    assert s["search_rule"]["name"] == "horizon" and s["search"][0]["weights"] == {"time": 1.0, "ntk": 1.0, "zico": 1.0}
 
 
 @pytest.mark.slow
@@ -295,7 +295,8 @@ def test_search_runtime_flops_makes_the_search_reproducible(tmp_path, cells):
 @pytest.mark.slow
 def test_time_only_vote_with_flops_picks_the_cheapest_candidate(tmp_path, cells):
     s = _run(
-        tmp_path, cells, "autoprog-zero", "--search-runtime", "flops", "--vote-weights", "time=1,ntk=0,zico=0"
+        tmp_path, cells, "autoprog-zero", "--search-runtime", "flops", "--vote-weights", "time=1,ntk=0,zico=0",
+        "--search-rule", "paper",  # every stage has 4 candidates to vote on (horizon's later stages have one)
     )
     for rec in s["search"]:
         cheapest = min(rec["candidates"], key=lambda c: c["time"])

@@ -294,6 +294,7 @@ def test_autoprog_zero_unfreezing_through_lightning():
         probe_loss=probe_loss,
         ntk_samples=4,
         time_repeats=1,
+        search_rule="paper",  # the reference's candidates: every searched stage votes among several
     )
     t = trainer(max_epochs=EPOCHS, callbacks=[callback])
     t.fit(module, loader(8, 4, 8))

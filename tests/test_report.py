@@ -265,7 +265,7 @@ def test_search_table_lists_candidates_and_marks_the_chosen(report, runs):
             [c["resolution"], c["depth"]] for c in search["candidates"]
         ]
         for (_, cells), cand in zip(rows, search["candidates"], strict=True):
-            assert cells[2] == f"{cand['loss']:.4f}"
+            assert cells[2] == ("–" if math.isnan(cand["loss"]) else f"{cand['loss']:.4f}")
         chosen = [cells for cls, cells in rows if cls == "chosen"]
         assert len(chosen) == 1 and chosen[0][5] == "✓"
         assert [int(chosen[0][0]), int(chosen[0][1])] == [

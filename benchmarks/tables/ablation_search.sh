@@ -5,8 +5,8 @@
 # ABLATION=core (default): full, prog, the paper's rule, horizon (the default) and horizon without its w floor, and
 #   AutoProg-Zero under both rules; ABLATION=all adds each remedy alone on top of the paper's rule.
 # BUDGETS="8 32" (default) picks the budgets. The default rule is chosen on the validation columns (val_top1);
-# top-1 (test) only reports. Run from anywhere, on a quiet machine (nothing else running). Extra arguments go to
-# every invocation. Smoke test (tiny, results under /tmp): ABLATION_SMOKE=1 benchmarks/tables/ablation_search.sh
+# top-1 (test) only reports. (The scripts of the paper's tables pass --search-rule paper: as published.)
+# Run from anywhere, on a quiet machine (nothing else running). Extra arguments go to every invocation. Smoke test (tiny, results under /tmp): ABLATION_SMOKE=1 benchmarks/tables/ablation_search.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 AUTOPROG="${AUTOPROG:-.venv/bin/autoprog}"

@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 AUTOPROG="${AUTOPROG:-.venv/bin/autoprog}"
-"$AUTOPROG" bench finetune --methods full,prog,autoprog-one,autoprog-zero --steps 3200 --name finetune-mnist5k-3200 "$@"
+"$AUTOPROG" bench finetune --search-rule paper --methods full,prog,autoprog-one,autoprog-zero --steps 3200 --name finetune-mnist5k-3200 "$@"

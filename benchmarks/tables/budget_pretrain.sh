@@ -6,6 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 AUTOPROG="${AUTOPROG:-.venv/bin/autoprog}"
 PYTHON="${PYTHON:-.venv/bin/python}"
-"$AUTOPROG" bench pretrain --name pretrain-fmnist-5k-32ep --methods full,prog,autoprog-one --seeds 0 --train-subset 5000 --epochs 32 "$@"
-"$AUTOPROG" bench pretrain --name pretrain-fmnist-5k-32ep-seed1 --methods full,prog --seeds 1 --train-subset 5000 --epochs 32 "$@"
+"$AUTOPROG" bench pretrain --search-rule paper --name pretrain-fmnist-5k-32ep --methods full,prog,autoprog-one --seeds 0 --train-subset 5000 --epochs 32 "$@"
+"$AUTOPROG" bench pretrain --search-rule paper --name pretrain-fmnist-5k-32ep-seed1 --methods full,prog --seeds 1 --train-subset 5000 --epochs 32 "$@"
 "$PYTHON" benchmarks/budget_trend.py

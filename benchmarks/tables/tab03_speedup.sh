@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 AUTOPROG="${AUTOPROG:-.venv/bin/autoprog}"
-"$AUTOPROG" bench pretrain --name pretrain-fmnist-5k-8ep --methods full,prog,autoprog-one --seeds 0,1,2 --train-subset 5000 --epochs 8 "$@"
+"$AUTOPROG" bench pretrain --search-rule paper --name pretrain-fmnist-5k-8ep --methods full,prog,autoprog-one --seeds 0,1,2 --train-subset 5000 --epochs 8 "$@"

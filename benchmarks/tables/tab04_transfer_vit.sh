@@ -8,4 +8,4 @@ SOURCE="${SOURCE:-runs/vit-fmnist-source}"
 if [ ! -f "$SOURCE/model.pt" ]; then
   "$AUTOPROG" pretrain --method full --train-subset 5000 --epochs 8 --out "$SOURCE" --progress off
 fi
-"$AUTOPROG" bench finetune --name transfer-vit-mnist5k --model "$SOURCE" --data mnist-5k --methods full,bitfit,prog,autoprog-zero "$@"
+"$AUTOPROG" bench finetune --search-rule paper --name transfer-vit-mnist5k --model "$SOURCE" --data mnist-5k --methods full,bitfit,prog,autoprog-zero "$@"

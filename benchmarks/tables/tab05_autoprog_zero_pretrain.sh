@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 AUTOPROG="${AUTOPROG:-.venv/bin/autoprog}"
-"$AUTOPROG" bench pretrain --name pretrain-autoprog-zero --methods full,prog,autoprog-one,autoprog-zero --seeds 0 --train-subset 5000 --epochs 8 "$@"
+"$AUTOPROG" bench pretrain --search-rule paper --name pretrain-autoprog-zero --methods full,prog,autoprog-one,autoprog-zero --seeds 0 --train-subset 5000 --epochs 8 "$@"

@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 AUTOPROG="${AUTOPROG:-.venv/bin/autoprog}"
-"$AUTOPROG" bench finetune --methods full,bitfit,difffit,lora,prog,autoprog-one,autoprog-zero,autoprog-zero:sid=false --name finetune-mnist5k "$@"
+"$AUTOPROG" bench finetune --search-rule paper --methods full,bitfit,difffit,lora,prog,autoprog-one,autoprog-zero,autoprog-zero:sid=false --name finetune-mnist5k "$@"

@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 AUTOPROG="${AUTOPROG:-.venv/bin/autoprog}"
 "$AUTOPROG" source t2i-fmnist
-"$AUTOPROG" bench finetune --name t2i-mnist5k --model t2i-fmnist --data mnist-5k --lr 1e-4 --steps 300 --fid-samples 200 --methods full,prog,autoprog-one,autoprog-zero,autoprog-zero:sid=false "$@"
+"$AUTOPROG" bench finetune --search-rule paper --name t2i-mnist5k --model t2i-fmnist --data mnist-5k --lr 1e-4 --steps 300 --fid-samples 200 --methods full,prog,autoprog-one,autoprog-zero,autoprog-zero:sid=false "$@"

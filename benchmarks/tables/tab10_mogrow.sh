@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 AUTOPROG="${AUTOPROG:-.venv/bin/autoprog}"
-"$AUTOPROG" bench pretrain --name ablation-autoprog-one --methods autoprog-one,autoprog-one:operator=mogrow,autoprog-one:recycle=false --seeds 0 --train-subset 5000 --epochs 8 "$@"
+"$AUTOPROG" bench pretrain --search-rule paper --name ablation-autoprog-one --methods autoprog-one,autoprog-one:operator=mogrow,autoprog-one:recycle=false --seeds 0 --train-subset 5000 --epochs 8 "$@"

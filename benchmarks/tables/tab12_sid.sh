@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 AUTOPROG="${AUTOPROG:-.venv/bin/autoprog}"
-"$AUTOPROG" bench finetune --name finetune-sid --methods prog,prog:sid=false,autoprog-zero:search_runtime=flops,autoprog-zero:search_runtime=flops:sid=false "$@"
+"$AUTOPROG" bench finetune --search-rule paper --name finetune-sid --methods prog,prog:sid=false,autoprog-zero:search_runtime=flops,autoprog-zero:search_runtime=flops:sid=false "$@"

@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 AUTOPROG="${AUTOPROG:-.venv/bin/autoprog}"
-"$AUTOPROG" bench pretrain --name ablation-stages --methods full,autoprog-one:stages=2,autoprog-one:stages=3,autoprog-one,autoprog-one:stages=8 --seeds 0 --train-subset 5000 --epochs 8 "$@"
+"$AUTOPROG" bench pretrain --search-rule paper --name ablation-stages --methods full,autoprog-one:stages=2,autoprog-one:stages=3,autoprog-one,autoprog-one:stages=8 --seeds 0 --train-subset 5000 --epochs 8 "$@"

@@ -642,9 +642,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "finetune":
             from autoprog.tasks import check_source
 
-            fcfg = _finetune_config(args)
+            # stages the steps can hold (the batch is checked against the data once it is loaded)
+            fcfg, notes = fit_defaults(_finetune_config(args), None, given_options(argv))
             fcfg.validate(check_source)
             check_out_dir(fcfg.out, overwrite=args.overwrite)
+            if os.environ.get("RANK", "0") == "0":
+                for note in notes:
+                    print(f"autoprog: {note}", flush=True)
             context = _context(fcfg)
             made = make_run_dir(fcfg.out)
             from autoprog.train.finetune import finetune

@@ -418,6 +418,7 @@ def build_summary(
         "environment": env,
         "nonfinite_rollbacks": sum(r["action"] == "rollback" for r in run.nonfinite),
         "lr_scale": lr_scale,
+        "search_rule": cfg.search().to_dict() if cfg.method in ("autoprog-one", "autoprog-zero") else None,
     }
 
 

@@ -1,8 +1,9 @@
 """The searches of a fine-tuning run: which sub-network (resolution, unfreezing level) a stage trains.
 
 At the start of every stage but the last, AutoProg chooses among the stage's candidates
-(:func:`autoprog.unfreeze.zero_shot_candidates`: the current resolution or the next, the current
-level or the next):
+(:func:`autoprog.search.rules.unfreeze_candidates`: the current resolution or the next, the current
+level or the next; under the default ``horizon`` rule only those from which the stages left reach
+the full model one step per stage):
 
 * **AutoProg-Zero** (Sec. 4.2, Eq. 12-19): :meth:`StageSearch.zero_shot` scores each candidate by
   the NTK condition number, ZiCo and its step time on :class:`~autoprog.train.finetune_data.SearchProbe`,
@@ -27,13 +28,14 @@ import torch
 
 from autoprog.distributed import DistContext
 from autoprog.errors import ConfigError
+from autoprog.search.rules import floored_power_law_score, unfreeze_candidates
 from autoprog.search.step_times import StepTimes
 from autoprog.search.supernet import SupernetSearch
 from autoprog.search.zero_shot import zero_shot_search
 from autoprog.train.config import FinetuneConfig
 from autoprog.train.finetune_data import SearchProbe, StageBatches
 from autoprog.train.finetune_step import FinetuneStep, LearnableSubnets
-from autoprog.unfreeze import UnfreezeConfig, UnfreezeSpace, zero_shot_candidates
+from autoprog.unfreeze import UnfreezeConfig, UnfreezeSpace
 
 #: ``(chosen sub-network, the search's record for log.jsonl and summary.json)``.
 SearchResult = tuple[UnfreezeConfig, dict[str, Any]]
@@ -89,7 +91,7 @@ class StageSearch:
         numbers) and the same for every process."""
         cfg, probe = self.cfg, self.probe
         t0 = time.perf_counter()
-        candidates = zero_shot_candidates(self.space, k, current)
+        candidates = unfreeze_candidates(self.space, k, current, cfg.search())
 
         def ntk_inputs(c: UnfreezeConfig) -> tuple[torch.Tensor, ...]:
             return probe.batch(c.resolution, 0, cfg.ntk_samples, k)[:-1]
@@ -133,11 +135,13 @@ class StageSearch:
         ``--checkpoint-every`` steps; ``saved_search`` is such a state to continue from."""
         cfg, subnets = self.cfg, self.subnets
         t0 = time.perf_counter() - (saved_search["elapsed_s"] if saved_search is not None else 0.0)
-        candidates = zero_shot_candidates(self.space, k, current)
+        rule = cfg.search()
+        candidates = unfreeze_candidates(self.space, k, current, rule)
         # Shuffled rounds: each candidate trains once in every len(candidates) steps, so every one is
-        # scored (a random choice per step could leave one untrained); scored by its training losses.
+        # scored (a random choice per step could leave one untrained); scored by its training losses,
+        # with the rule's floor on Eq. 6's balancing factor.
         search = SupernetSearch(candidates, sampling="rounds", seed=cfg.seed * 1_000_003 + k * 7919,
-                                score_source="training-loss")  # fmt: skip
+                                score_source="training-loss", rule=floored_power_law_score(rule.w_floor))  # fmt: skip
         if saved_search is None:
             n_steps = max(len(candidates), int(cfg.search_fraction * (end_step - train_step.step)))
         else:
