@@ -51,6 +51,20 @@ def grad_scaler(amp_dtype: torch.dtype | None, device: torch.device) -> torch.am
     return torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
 
 
+def backward_and_step(
+    loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None
+) -> None:
+    """Backward and one optimizer step; with fp16's ``scaler``, scaled gradients and steps skipped
+    on overflow. Gradients must have been zeroed."""
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+
+
 def environment(device: torch.device) -> dict[str, Any]:
     """Machine facts recorded with every result."""
     env: dict[str, Any] = {
@@ -76,4 +90,4 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-__all__ = ["device_type", "environment", "grad_scaler", "mixed_precision_dtype", "select_device", "setup_process"]
+__all__ = ["backward_and_step", "device_type", "environment", "grad_scaler", "mixed_precision_dtype", "select_device", "setup_process"]

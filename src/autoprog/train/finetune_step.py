@@ -24,7 +24,7 @@ from autoprog.flops import count_train_flops
 from autoprog.optim import build_optimizer, carry_state, state_by_name
 from autoprog.run.module import TrainModule
 from autoprog.run.nonfinite import check_finite
-from autoprog.run.process import grad_scaler
+from autoprog.run.process import backward_and_step, grad_scaler
 from autoprog.tasks import FinetuneTask
 from autoprog.train.config import FinetuneConfig
 from autoprog.unfreeze import UnfreezeConfig, level_blocks, set_trainable
@@ -152,13 +152,7 @@ class FinetuneStep:
         value = loss.item()
         check_finite(value, self.step, self.lr_scale, self.ctx)  # never trained on: the run rolls back or stops
         optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:  # fp16: scaled gradients, steps skipped on overflow
-            self.scaler.scale(loss).backward()
-            self.scaler.step(optimizer)
-            self.scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        backward_and_step(loss, optimizer, self.scaler)  # fp16: scaled, overflowing steps skipped
         if self.ema is not None:
             step = self.step
             self.ema.update(self.model, decay=min(self.cfg.ema_decay, (1 + step) / (10 + step)))

@@ -17,7 +17,7 @@ from autoprog.adapters.base import ModelAdapter
 from autoprog.distributed import DistContext
 from autoprog.optim import set_lr
 from autoprog.run.nonfinite import check_finite
-from autoprog.run.process import grad_scaler, mixed_precision_dtype
+from autoprog.run.process import backward_and_step, grad_scaler, mixed_precision_dtype
 from autoprog.train.config import PretrainConfig
 
 
@@ -77,13 +77,7 @@ class TrainStep:
         value = loss.item()
         check_finite(value, step, lr_scale, self.ctx)  # never train on it: roll back or stop
         optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:  # fp16: scaled gradients, steps skipped on overflow
-            self.scaler.scale(loss).backward()
-            self.scaler.step(optimizer)
-            self.scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        backward_and_step(loss, optimizer, self.scaler)  # fp16: scaled, overflowing steps skipped
         return value
 
     def reserve_memory(self, adapter: ModelAdapter, batch_size: int, in_chans: int) -> None:
