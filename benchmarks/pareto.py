@@ -28,7 +28,7 @@ def method_points(result: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         top1 = [r["top1"] for r in rs]
         ratio = [r["wall_clock_s"] / full[r["seed"]]["wall_clock_s"] for r in rs]
-        flops = [r["train_flops"] / r["full_flops"] for r in rs]
+        flops = [r["train_flops"] / full[r["seed"]]["full_flops"] for r in rs]
         points.append({
             "method": label, "seeds": len(rs),
             "top1_mean": statistics.fmean(top1), "top1_std": statistics.pstdev(top1) if len(rs) > 1 else 0.0,

@@ -5,23 +5,30 @@
 #   (b) Fashion-MNIST 5k at 32 epochs, 2 seeds (the setting of pretrain-fmnist-5k-32ep).
 # Writes benchmarks/results/peers-{fmnist-full,fmnist-5k-32ep}.{json,md,png} and their -pareto.{png,md}
 # (top-1 against time / full, every method, the Pareto front: benchmarks/pareto.py).
-# Run from anywhere, on a quiet machine (nothing else running). Extra arguments go to both invocations.
+# Run from anywhere, on a quiet machine (nothing else running). Extra arguments go to both invocations;
+# PEERS_PARTS=data-rich (or small) runs one of them.
 # Smoke test of this script (tiny data, 2 epochs, results under /tmp): PEERS_SMOKE=1 benchmarks/tables/peers.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 AUTOPROG="${AUTOPROG:-.venv/bin/autoprog}"
 PYTHON="${PYTHON:-.venv/bin/python}"
 
-# -- (a) the data-rich benchmark: PLACEHOLDERS, to be set by the lead (issue 17 chooses them) --------------------
-# Model width: a timm ViT name (vit_tiny_patch16_224: width 192, 3 heads; vit_small_patch16_224: 384, 6 heads);
-# patch 4 and depth 6 are the defaults for the default model only, so they are passed explicitly.
-DR_MODEL="${DR_MODEL:-vit_tiny_patch16_224}"   # PLACEHOLDER
-DR_DEPTH="${DR_DEPTH:-6}"                      # PLACEHOLDER
-DR_EPOCHS="${DR_EPOCHS:-16}"                   # PLACEHOLDER: a budget where full is near its plateau
-# Regularisation, the same for every method (EfficientTrain ramps --randaug's magnitude from 0 to its own; without
-# --randaug it ramps only the band). E.g. "--randaug rand-m9-mstd0.5-inc1 --drop-path 0.1 --reprob 0.25".
-DR_REG="${DR_REG:-}"                           # PLACEHOLDER: none
+# -- (a) the data-rich benchmark (settings chosen in issue 17; docs/benchmarks.md "Data-rich regime" says why) -----
+# A narrow ViT: vit_tiny_patch16_224's layout at width 64, 2 heads, depth 6, patch 4 (about 0.3 M parameters): on 2
+# CPU cores one epoch of 59,000 images takes ~140 s with the recipe below, so 5 epochs of all ten variants of one
+# seed (about six full runs' worth of time) fit in ~75 minutes. Wider models (96: ~200 s/epoch, 192: ~500 s) leave
+# too few epochs for a four-stage schedule.
+DR_MODEL="${DR_MODEL:-vit_tiny_patch16_224}"
+DR_WIDTH="${DR_WIDTH:---embed-dim 64 --num-heads 2}"
+DR_DEPTH="${DR_DEPTH:-6}"
+DR_EPOCHS="${DR_EPOCHS:-5}"
+# Regularisation in the spirit of the paper's DeiT recipe, mild for a 5-epoch budget and the same for every method:
+# RandAugment (EfficientTrain++ ramps its magnitude from 0 to this one), random erasing, label smoothing 0.1 (default).
+DR_REG="${DR_REG:---randaug rand-m6-mstd0.5-inc1 --reprob 0.1}"
+# The regime check's fixed sub-networks: the full method on a smaller input and depth, the same epochs.
+DR_FIXED="${DR_FIXED:-full:img_size=16:depth=3,full:img_size=16:depth=6,full:img_size=20:depth=6}"
 DR_SEEDS="${DR_SEEDS:-0,1}"
+PARTS="${PEERS_PARTS:-data-rich,small}"  # which of (a) data-rich, (b) small to run
 VAL_SIZE="${VAL_SIZE:-1000}"
 DR_TRAIN=$((60000 - VAL_SIZE))                 # the whole training split minus the validation images
 
@@ -40,12 +47,17 @@ if [[ "${PEERS_SMOKE:-0}" == 1 ]]; then  # everything tiny, both seeds kept; res
     RUNS_DIR="/tmp/autoprog-peers-smoke/runs"
 fi
 
-# shellcheck disable=SC2086  # DR_REG is a list of options
-"$AUTOPROG" bench pretrain --name peers-fmnist-full --methods "$METHODS" --seeds "$DR_SEEDS" \
-    --model "$DR_MODEL" --depth "$DR_DEPTH" --patch-size 4 --train-subset "$DR_TRAIN" --val-size "$VAL_SIZE" \
-    --epochs "$DR_EPOCHS" $DR_REG --results-dir "$RESULTS_DIR" --runs-dir "$RUNS_DIR" "${SMOKE[@]}" "$@"
-"$PYTHON" benchmarks/pareto.py "$RESULTS_DIR/peers-fmnist-full.json"
-
-"$AUTOPROG" bench pretrain --name peers-fmnist-5k-32ep --methods "$METHODS" --seeds "$SMALL_SEEDS" \
-    --train-subset 5000 --epochs 32 --results-dir "$RESULTS_DIR" --runs-dir "$RUNS_DIR" "${SMOKE[@]}" "$@"
-"$PYTHON" benchmarks/pareto.py "$RESULTS_DIR/peers-fmnist-5k-32ep.json"
+if [[ ",$PARTS," == *,data-rich,* ]]; then
+    # shellcheck disable=SC2086  # DR_WIDTH and DR_REG are lists of options
+    "$AUTOPROG" bench pretrain --name peers-fmnist-full --methods "$METHODS,$DR_FIXED" --seeds "$DR_SEEDS" \
+        --model "$DR_MODEL" $DR_WIDTH --depth "$DR_DEPTH" --patch-size 4 --train-subset "$DR_TRAIN" \
+        --val-size "$VAL_SIZE" --epochs "$DR_EPOCHS" $DR_REG --results-dir "$RESULTS_DIR" --runs-dir "$RUNS_DIR" \
+        "${SMOKE[@]}" "$@"
+    "$PYTHON" benchmarks/pareto.py "$RESULTS_DIR/peers-fmnist-full.json"
+    "$PYTHON" benchmarks/regime.py "$RESULTS_DIR/peers-fmnist-full.json"
+fi
+if [[ ",$PARTS," == *,small,* ]]; then
+    "$AUTOPROG" bench pretrain --name peers-fmnist-5k-32ep --methods "$METHODS" --seeds "$SMALL_SEEDS" \
+        --train-subset 5000 --epochs 32 --results-dir "$RESULTS_DIR" --runs-dir "$RUNS_DIR" "${SMOKE[@]}" "$@"
+    "$PYTHON" benchmarks/pareto.py "$RESULTS_DIR/peers-fmnist-5k-32ep.json"
+fi

@@ -32,7 +32,7 @@ from autoprog.train.fit_defaults import fit_defaults
 
 _PRETRAIN_FIELDS = {
     "model", "data", "data_dir", "test_subset", "method", "epochs", "out", "train_subset", "val_size", "seed", "ratio",
-    "stages", "operator", "optimizer_state", "search_epochs", "search_samples", "search_snapshots", "recycle", "patch_size", "depth", "img_size", "batch_size", "lr", "min_lr", "weight_decay",
+    "stages", "operator", "optimizer_state", "search_epochs", "search_samples", "search_snapshots", "recycle", "patch_size", "depth", "img_size", "embed_dim", "num_heads", "batch_size", "lr", "min_lr", "weight_decay",
     "warmup_epochs", "label_smoothing", "drop_path", "ema_decay", "mixup", "cutmix", "randaug", "reprob", "adaptive_reg", "amp",
     "device", "threads", "eval_ema", "search_runtime", "resume", "checkpoint_every", "on_nonfinite", "nonfinite_lr_factor",
     "channels_last", "compile", "mixed_precision", "workers", "ntk_samples", "zico_batches", "vote_weights",
@@ -155,6 +155,10 @@ def _add_train_args(p: argparse.ArgumentParser, *, for_bench: bool = False) -> N
         help=f"ViT patch size (default: {d.patch_size} for the default model, else the model's)",
     )
     model.add_argument("--img-size", type=int, default=None, help="full input resolution (default: the data's)")
+    model.add_argument("--embed-dim", type=int, default=None, help="ViT token width (default: the model name's)")
+    model.add_argument(
+        "--num-heads", type=int, default=None, help="ViT attention heads, dividing the width (default: the name's)"
+    )
 
     method = _group(p, "method and schedule")
     if not for_bench:

@@ -101,7 +101,7 @@ def resize_input(x: torch.Tensor, resolution: int) -> torch.Tensor:
 
 
 #: The options of :func:`create_adapter` beyond the data's shape; a family takes some of them.
-ADAPTER_OPTIONS: frozenset[str] = frozenset({"patch_size", "depth", "drop_path_rate"})
+ADAPTER_OPTIONS: frozenset[str] = frozenset({"patch_size", "depth", "drop_path_rate", "embed_dim", "num_heads"})
 
 
 @dataclass(frozen=True)
@@ -159,19 +159,23 @@ def create_adapter(
     patch_size: int | None = None,
     depth: int | None = None,
     drop_path_rate: float = 0.0,
+    embed_dim: int | None = None,
+    num_heads: int | None = None,
 ) -> ModelAdapter:
     """Adapter factory for a model name, through the registered families.
 
     Any timm Vision Transformer name (``vit_*``, ``deit_*``) is accepted, with ``img_size``,
     ``patch_size``, ``depth`` and ``in_chans`` overrides, and torchvision ResNets (``resnet18``,
     ``resnet34``, ``resnet50``, ``resnet101``; ``depth`` = growable residual blocks, ``patch_size``
-    ignored). ``None`` arguments keep the model's defaults; options a family does not take are
-    not passed to it.
+    ignored). ``embed_dim``/``num_heads`` set a ViT's width (ignored by a ResNet, whose
+    configuration refuses them). ``None`` arguments keep the model's defaults; options a family does
+    not take are not passed to it.
     """
     check_model_name(model)
     family = adapter_family(model)
     assert family is not None  # check_model_name found it
-    options = {"patch_size": patch_size, "depth": depth, "drop_path_rate": drop_path_rate}
+    options = {"patch_size": patch_size, "depth": depth, "drop_path_rate": drop_path_rate,
+               "embed_dim": embed_dim, "num_heads": num_heads}  # fmt: skip
     taken = {k: v for k, v in options.items() if k in family.options}
     return family.create(model, img_size=img_size, in_chans=in_chans, num_classes=num_classes, **taken)
 

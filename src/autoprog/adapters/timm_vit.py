@@ -59,6 +59,9 @@ class TimmViTAdapter:
         patch_size: patch size override (``None`` keeps the name's).
         depth: full depth override (``None`` keeps the name's).
         drop_path_rate: stochastic depth rate of the full model.
+        embed_dim: token width override (``None`` keeps the name's), e.g. 96 for a narrower
+            ``vit_tiny_patch16_224``.
+        num_heads: attention heads override (``None`` keeps the name's); must divide the width.
         model_args: further ``timm.create_model`` arguments (a saved model's ``model_args``, e.g.
             ``embed_dim``, ``num_heads``, ``class_token``); the arguments above win.
     """
@@ -73,6 +76,8 @@ class TimmViTAdapter:
         patch_size: int | None = None,
         depth: int | None = None,
         drop_path_rate: float = 0.0,
+        embed_dim: int | None = None,
+        num_heads: int | None = None,
         model_args: Mapping[str, Any] | None = None,
     ) -> None:
         if model_name not in timm.list_models():
@@ -87,6 +92,8 @@ class TimmViTAdapter:
             "num_classes": num_classes,
             "patch_size": patch_size,
             "drop_path_rate": drop_path_rate,
+            "embed_dim": embed_dim,
+            "num_heads": num_heads,
             "dynamic_img_size": True,
         }
         self.kwargs = {k: v for k, v in self.kwargs.items() if v is not None}
@@ -108,6 +115,11 @@ class TimmViTAdapter:
             raise ConfigError(
                 f"timm model {self.model_name!r} does not take the options autoprog needs to grow it ({e}); "
                 "use a plain timm VisionTransformer such as vit_tiny_patch16_224 or deit_small_patch16_224"
+            ) from e
+        except AssertionError as e:  # timm's Attention: dim should be divisible by num_heads
+            raise ConfigError(
+                f"timm model {self.model_name!r}: width {kwargs.get('embed_dim', 'of the name')} is not divisible "
+                f"by {kwargs.get('num_heads', 'the name')}'s heads; give --embed-dim a multiple of --num-heads"
             ) from e
         if not isinstance(model, VisionTransformer) or not isinstance(getattr(model, "blocks", None), nn.Sequential):
             raise ConfigError(
@@ -197,7 +209,7 @@ register_adapter(
         matches=lambda model: model.startswith(VIT_PREFIXES),
         check=check_vit_name,
         create=TimmViTAdapter,
-        options=frozenset({"patch_size", "depth", "drop_path_rate"}),
+        options=frozenset({"patch_size", "depth", "drop_path_rate", "embed_dim", "num_heads"}),
         hint="a timm Vision Transformer name such as vit_tiny_patch16_224, vit_small_patch16_224 or deit_tiny_patch16_224",
         resolution_step=lambda model, patch_size: patch_size or own_patch_size(model),
     )

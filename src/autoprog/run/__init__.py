@@ -35,7 +35,7 @@ dicts and modules. Rank-0 decisions themselves (``DistContext.broadcast``) are
 from __future__ import annotations
 
 from autoprog.run.job import RunConfig, run_job
-from autoprog.run.log import RunLog, append_record, console, progress_bar, quiet, show_progress
+from autoprog.run.log import RunLog, append_record, console, progress_bar, quiet, read_records, show_progress
 from autoprog.run.module import TrainModule
 from autoprog.run.nonfinite import Attempt, NonFinitePolicy, after_nonfinite, check_finite
 from autoprog.run.process import environment, mixed_precision_dtype, select_device, setup_process
@@ -57,6 +57,7 @@ __all__ = [
     "mixed_precision_dtype",
     "progress_bar",
     "quiet",
+    "read_records",
     "run_job",
     "select_device",
     "setup_process",

@@ -128,6 +128,16 @@ def append_record(out: str | Path, ctx: DistContext, record: dict[str, Any]) -> 
             f.write(json.dumps(record) + "\n")
 
 
+def read_records(out: str | Path, event: str) -> list[dict[str, Any]]:
+    """The ``event`` records of ``OUT/log.jsonl`` in order (``[]`` when there is no log), e.g. the
+    ``"epoch"`` records a validation curve is drawn from; a resumed run's file holds each epoch once."""
+    path = Path(out) / "log.jsonl"
+    if not path.is_file():
+        return []
+    records = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return [r for r in records if r.get("event") == event]
+
+
 def open_tensorboard(log_dir: str | None) -> Any:
     """The run's :class:`~autoprog.tensorboard.TensorBoardLog` (``--tensorboard DIR``), or ``None``."""
     if not log_dir:

@@ -158,7 +158,8 @@ def read_classifier_source(spec: str | Path, weights_file: str | None = None) ->
     if layout == "pretrain-run":
         summary = check_pretrain_run(p)
         args = {"img_size": int(summary["full_resolution"]), "patch_size": summary["config"].get("patch_size"),
-                "depth": int(summary["full_depth"])}  # fmt: skip
+                "depth": int(summary["full_depth"]), "embed_dim": summary["config"].get("embed_dim"),
+                "num_heads": summary["config"].get("num_heads")}  # fmt: skip
         return ClassifierSource("pretrain-run", text, summary["config"]["model"], p / "model.pt", args)
     if layout != "timm-folder":
         raise ConfigError(f"--model {text!r} is not a classifier source: expected {TIMM_FOLDER_LAYOUT}")
@@ -312,7 +313,8 @@ class ClassifierTask:
         if src.layout == "pretrain-run":
             self.adapter: ModelAdapter = create_adapter(
                 src.architecture, img_size=resolution, in_chans=self.in_chans, num_classes=self.source_classes,
-                patch_size=args.get("patch_size"), depth=args["depth"],
+                patch_size=args.get("patch_size"), depth=args["depth"], embed_dim=args.get("embed_dim"),
+                num_heads=args.get("num_heads"),
             )  # fmt: skip
         else:
             from autoprog.adapters.timm_vit import TimmViTAdapter

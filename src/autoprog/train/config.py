@@ -86,6 +86,8 @@ class PretrainConfig:
     patch_size: int | None = 4
     depth: int | None = 6
     img_size: int | None = None
+    embed_dim: int | None = None
+    num_heads: int | None = None
     batch_size: int = 128
     lr: float = 1e-3
     min_lr: float = 1e-5
@@ -186,9 +188,15 @@ class PretrainConfig:
         self.weights()
         _at_least("batch_size", self.batch_size, 1)
         _at_least("val_size", self.val_size, 0)
-        for name in ("test_subset", "train_subset", "patch_size", "depth", "img_size", "threads"):
+        for name in ("test_subset", "train_subset", "patch_size", "depth", "img_size", "embed_dim", "num_heads",
+                     "threads"):  # fmt: skip
             if getattr(self, name) is not None:
                 _at_least(name, getattr(self, name), 1)
+        takes_width = "embed_dim" in getattr(adapter_family(self.model), "options", ())
+        if not takes_width and (self.embed_dim is not None or self.num_heads is not None):
+            raise ConfigError(f"--embed-dim / --num-heads set a ViT's width; {self.model} does not take them")
+        if self.embed_dim is not None and self.num_heads is not None and self.embed_dim % self.num_heads:
+            raise ConfigError(f"--embed-dim {self.embed_dim} is not divisible by --num-heads {self.num_heads}")
         takes_patches = "patch_size" in getattr(adapter_family(self.model), "options", ())
         if self.img_size is not None and self.patch_size is not None and takes_patches and self.img_size % self.patch_size:
             raise ConfigError(

@@ -46,6 +46,7 @@ from autoprog.run import (
     console,
     environment,
     progress_bar,
+    read_records,
     run_job,
     setup_process,
     show_progress,
@@ -88,7 +89,8 @@ def _pretrain(cfg: PretrainConfig, log: Callable[[str], None], ctx: DistContext,
     # configurations are counted before the clock starts.
     adapter = create_adapter(cfg.model, img_size=info.image_size, in_chans=info.in_chans,
                              num_classes=info.num_classes, patch_size=cfg.patch_size, depth=cfg.depth,
-                             drop_path_rate=cfg.drop_path)  # fmt: skip
+                             drop_path_rate=cfg.drop_path, embed_dim=cfg.embed_dim,
+                             num_heads=cfg.num_heads)  # fmt: skip
     space = GrowthSpace(adapter.full.resolution, adapter.full.depth, adapter.resolution_step, cfg.ratio,
                         cfg.stages)  # fmt: skip
     epochs = peers.trained_epochs(cfg)  # --epochs, fewer for full-equal-time (--epochs is then its budget)
@@ -225,7 +227,8 @@ def _pretrain(cfg: PretrainConfig, log: Callable[[str], None], ctx: DistContext,
     full_flops = flops(adapter.full) * data.train.num_samples * ctx.world_size * cfg.epochs
     summary = build_summary(cfg, ctl, adapter, data, run, top1, top1_ema, train_flops, full_flops, operator.name,
                             {**environment(device), "world_size": ctx.world_size}, attempt.rollbacks)  # fmt: skip
-    summary.update(epochs=epochs, budget_epochs=cfg.epochs, val_top1=val_top1,
+    curve = [{k: r[k] for k in ("epoch", "val_top1", "wall_clock_s")} for r in read_records(out, "epoch")]
+    summary.update(epochs=epochs, budget_epochs=cfg.epochs, val_top1=val_top1, val_curve=curve,
                    **_input_summary(cfg, inputs, transform, epochs))
     if ctx.is_main:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
