@@ -140,6 +140,10 @@ one-line message, never any other exception; likewise for arbitrary JSON in a sc
 | 118 | source layout | `autoprog finetune --model timm:convnext_tiny --weights TMP/weights.safetensors` | --model timm:convnext_tiny: timm 'convnext_tiny' is not a Vision Transformer; autoprog fine-tunes timm ViT/DeiT classifiers (vit_*, deit_*, deit3_*: blocks + position embedding) |
 | 119 | source layout | `autoprog finetune --weights TMP/weights.safetensors` | --weights is for classifier sources (timm ViTs), not the built-in source dit-fmnist |
 | 120 | source layout | `autoprog finetune --img-size 32` | --img-size is for classifier sources (timm ViTs), not the built-in source dit-fmnist |
+| 121 | model width | `autoprog pretrain --model resnet18 --embed-dim 64` | --embed-dim / --num-heads set a ViT's width; resnet18 does not take them |
+| 122 | model width | `autoprog pretrain --embed-dim 100 --num-heads 3` | --embed-dim 100 is not divisible by --num-heads 3 |
+| 123 | model width | `autoprog pretrain --embed-dim 128` | timm model 'vit_tiny_patch16_224': width 128 is not divisible by the name's heads; give --embed-dim a multiple of --num-heads |
+| 124 | model width | `autoprog pretrain --num-heads 0` | --num-heads must be >= 1, got 0 |
 """
 
 from __future__ import annotations
@@ -318,6 +322,10 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("source layout", "finetune", ["--model", "timm:convnext_tiny", "--weights", "TMP/weights.safetensors"]),
     ("source layout", "finetune", ["--weights", "TMP/weights.safetensors"]),
     ("source layout", "finetune", ["--img-size", "32"]),
+    ("model width", "pretrain", ["--model", "resnet18", "--embed-dim", "64"]),
+    ("model width", "pretrain", ["--embed-dim", "100", "--num-heads", "3"]),
+    ("model width", "pretrain", ["--embed-dim", "128"]),
+    ("model width", "pretrain", ["--num-heads", "0"]),
 ]
 
 
