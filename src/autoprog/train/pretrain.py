@@ -15,6 +15,7 @@ run machinery (resume, rollback on a non-finite loss, log sinks, DDP re-wrapping
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -188,12 +189,15 @@ def _pretrain(cfg: PretrainConfig, log: Callable[[str], None], ctx: DistContext,
             total, n = ctx.all_reduce_sum([sum(losses), len(losses)])  # the epoch's loss over all processes
             loss, dt = total / n, time.perf_counter() - t0
 
-            # Evaluate on the validation split (a supernet epoch has nothing to evaluate yet).
-            if spec.supernet:
+            # Evaluate on the validation split (a supernet epoch has nothing to evaluate yet; one whose
+            # search concluded mid-epoch ends on the chosen sub-network, as a run resumed in it does).
+            if spec.supernet and ctl.searching:
                 log(f"  supernet epoch {spec.search_epoch + 1}/{spec.search_epochs} stage {k}: loss {loss:.4f} "
                     f"({dt:.1f}s)")
             else:
                 t_eval = time.perf_counter()
+                if spec.supernet:  # the search concluded in this epoch: the chosen sub-network
+                    spec = dataclasses.replace(spec, config=ctl.current)
                 val_top1 = None if data.val is None else evaluate(ctl.model, data.val, spec.config.resolution,
                                                                   data.prep, device, ctx)  # fmt: skip
                 run.eval_time += time.perf_counter() - t_eval
