@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = torch.device("cpu")
     seeds = [int(s) for s in args.seeds.split(",")]
     cfg = FinetuneConfig(model=args.source, data=args.data, data_dir=args.data_dir, fid_samples=args.fid_samples,
-                         fid_reference=args.fid_reference)  # fmt: skip
+                         fid_reference=args.fid_reference, sid=False)  # fmt: skip
     cfg.validate()
     folder = resolve_model(args.source, data_dir=args.data_dir)
     task = create_finetune_task(folder, cfg, num_stages=1, device=device)
