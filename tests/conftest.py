@@ -49,3 +49,13 @@ def _autoprog_cache(tmp_path_factory):
         os.environ.pop("AUTOPROG_CACHE", None)
     else:
         os.environ["AUTOPROG_CACHE"] = old
+
+
+def load_script(path: Path, name: str):
+    """A script that is not a package module (``scripts/``, ``benchmarks/``), imported from its file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

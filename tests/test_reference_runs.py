@@ -9,21 +9,18 @@ Regenerate the file only for a change that is *meant* to alter the numbers, and 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "data" / "reference_runs.json"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("reference_runs", ROOT / "scripts" / "reference_runs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "scripts" / "reference_runs.py", "reference_runs")
 
 
 def test_golden_file_holds_the_three_runs():

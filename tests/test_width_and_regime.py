@@ -4,13 +4,12 @@ and transfers, full's validation curve in ``summary.json``, and the regime check
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_cell_dataset
+from conftest import load_script, make_cell_dataset
 
 from autoprog.adapters import create_adapter
 from autoprog.cli import main
@@ -24,10 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _regime():
-    spec = importlib.util.spec_from_file_location("regime", ROOT / "benchmarks" / "regime.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "benchmarks" / "regime.py", "regime")
 
 
 def test_the_width_options_reach_the_model():

@@ -386,10 +386,7 @@ def aggregate_finetune(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             f"{metric}_mean": statistics.fmean(values) if values else None,
             f"{metric}_std": statistics.pstdev(values) if len(values) > 1 else 0.0,
             "wall_clock_s_mean": statistics.fmean(r["wall_clock_s"] for r in rs),
-            # against full's own FLOPs where the seed has a full run (a fixed sub-network's are its own)
-            "flops_ratio": statistics.fmean(
-                r["train_flops"] / by_seed_full.get(r["seed"], r)["full_flops"] for r in rs
-            ),
+            "flops_ratio": statistics.fmean(r["train_flops"] / r["full_flops"] for r in rs),
             "search_time_s_mean": statistics.fmean(r.get("search_time_s", 0.0) for r in rs),
             "search_share": statistics.fmean(r.get("search_time_s", 0.0) / r["wall_clock_s"] for r in rs),
             "schedule": [(s["resolution"], s["level"]) for s in rs[0]["schedule"]],

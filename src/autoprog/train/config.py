@@ -192,12 +192,13 @@ class PretrainConfig:
                      "threads"):  # fmt: skip
             if getattr(self, name) is not None:
                 _at_least(name, getattr(self, name), 1)
-        takes_width = "embed_dim" in getattr(adapter_family(self.model), "options", ())
+        options = getattr(adapter_family(self.model), "options", ())
+        takes_width = "embed_dim" in options
         if not takes_width and (self.embed_dim is not None or self.num_heads is not None):
             raise ConfigError(f"--embed-dim / --num-heads set a ViT's width; {self.model} does not take them")
         if self.embed_dim is not None and self.num_heads is not None and self.embed_dim % self.num_heads:
             raise ConfigError(f"--embed-dim {self.embed_dim} is not divisible by --num-heads {self.num_heads}")
-        takes_patches = "patch_size" in getattr(adapter_family(self.model), "options", ())
+        takes_patches = "patch_size" in options
         if self.img_size is not None and self.patch_size is not None and takes_patches and self.img_size % self.patch_size:
             raise ConfigError(
                 f"--img-size {self.img_size} is not a multiple of the patch size {self.patch_size}"
