@@ -144,6 +144,29 @@ def test_bench_quick_writes_results(fmnist_dir, tmp_path, capsys):
     assert "| full |" in capsys.readouterr().out
 
 
+def test_bench_resume_reuses_finished_runs_continues_cut_ones_and_refuses_another_config(fmnist_dir, tmp_path, capsys):
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    argv = ["bench", "pretrain", "--quick", "--methods", "full,prog", "--data-dir", fmnist_dir, "--depth", "2",
+            "--epochs", "2", "--stages", "2", "--results-dir", results, "--runs-dir", runs, "--progress", "off"]  # fmt: skip
+    assert run_cli(*argv) == 0
+    first = json.loads((results / "pretrain-quick.json").read_text())
+    prog_dir = runs / "pretrain-quick" / "prog-seed0"
+    assert (prog_dir / "checkpoints" / "last.pt").is_file()
+    (prog_dir / "summary.json").unlink()  # as if the invocation had been killed inside prog's run
+    assert run_cli(*argv, "--resume") == 0
+    out = capsys.readouterr().out
+    assert "full, seed 0 (reused)" in out and "prog, seed 0 (continued)" in out
+    again = json.loads((results / "pretrain-quick.json").read_text())
+    assert again["resumed"] == ["full seed 0: reused", "prog seed 0: continued"] and "resumed" not in first
+    full0, full1 = first["runs"][0], again["runs"][0]
+    assert full1["wall_clock_s"] == full0["wall_clock_s"] and full1["top1"] == full0["top1"]  # not run again
+    events = [json.loads(line)["event"] for line in (prog_dir / "log.jsonl").read_text().splitlines()]
+    assert "resume" in events and again["runs"][1]["top1"] == first["runs"][1]["top1"]  # continued exactly
+    assert run_cli(*argv, "--resume", "--lr", "0.01") == 2
+    err = capsys.readouterr().err
+    assert "--lr" in err and "full-seed0" in err and "\n" not in err.strip()
+
+
 def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "autoprog.cli", "pretrain", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--operator" in out.stdout and "mogrow" in out.stdout

@@ -151,6 +151,22 @@ def test_save_and_load_round_trip(tmp_path):
     torch.testing.assert_close(back(x, t, y, s), den(x, t, y, s))
 
 
+@pytest.mark.parametrize("extra", ["difffit", "lora"])
+def test_a_pixel_dit_saves_its_difffit_scales_and_lora_updates_folded_in(tmp_path, extra):
+    den = tiny_denoiser(depth=2, sid=3)
+    names = add_difffit_scales(den) if extra == "difffit" else add_lora(den, rank=2)
+    with torch.no_grad():  # away from the identity, or the test could not fail
+        for n, p in den.named_parameters():
+            if n in names:
+                p.copy_(torch.randn_like(p) * 0.5 + (1.0 if extra == "difffit" else 0.0))
+    den.save(tmp_path / "m")
+    back = DiTDenoiser.load(tmp_path / "m")
+    assert not any("difffit" in n or "lora" in n for n, _ in back.named_parameters())
+    x, t, y, s = torch.randn(2, 1, 16, 16), torch.tensor([1, 2]), torch.tensor([3, 4]), torch.tensor([0, 3])
+    with torch.no_grad():
+        torch.testing.assert_close(back(x, t, y, s), den(x, t, y, s))
+
+
 def test_baselines_learn_their_parameter_sets():
     den = tiny_denoiser(depth=2)
     names = add_difffit_scales(den)

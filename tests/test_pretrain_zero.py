@@ -251,15 +251,21 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_pretrain_autoprog_zero_writes_its_searches_and_grows(data_dir, tmp_path):
+def test_pretrain_autoprog_zero_writes_its_searches_and_grows(data_dir, tmp_path, monkeypatch):
     out = tmp_path / "zero"
     argv = ["pretrain", "--method", "autoprog-zero", "--data-dir", str(data_dir), "--out", str(out), "--depth", "4",
             "--epochs", "3", "--stages", "3", "--batch-size", "16", "--train-subset", "64", "--val-size", "16",
             "--test-subset", "40", "--progress", "off", "--threads", "1", "--search-runtime", "flops",
-            "--vote-weights", "time=1,ntk=0,zico=0", "--ntk-samples", "4"]  # fmt: skip
+            "--vote-weights", "time=1,ntk=0,zico=0", "--ntk-samples", "4", "--search-ntk-tensors", "weights"]  # fmt: skip
+    seen = []
+    search = zero_shot_growth_module.zero_shot_search
+    monkeypatch.setattr(zero_shot_growth_module, "zero_shot_search",
+                        lambda *a, **k: seen.append(k["ntk_tensors"]) or search(*a, **k))  # fmt: skip
     assert main(argv) == 0
+    assert seen == ["weights", "weights"]  # the option reaches the vote of every search
     s = json.loads((out / "summary.json").read_text())
     assert s["method"] == "autoprog-zero" and s["config"]["vote_weights"] == "time=1,ntk=0,zico=0"
+    assert s["search_rule"]["ntk_tensors"] == "weights"
     assert [x["stage"] for x in s["search"]] == [0, 1]
     for record in s["search"]:
         assert record["search"] == "zero-shot" and record["weights"] == TIME_ONLY

@@ -8,10 +8,13 @@ import itertools
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from autoprog.controller import GrowthController, create_plan
 from autoprog.errors import ConfigError
 from autoprog.growth.schedule import GrowthSpace, SubnetConfig
+from autoprog.proxies import ntk_condition_number
 from autoprog.search.one_shot import power_law_score, stage_candidates
 from autoprog.search.rules import (
     SEARCH_RULES,
@@ -23,6 +26,7 @@ from autoprog.search.rules import (
     unfreeze_candidates,
 )
 from autoprog.search.voting import DEFAULT_WEIGHTS, ranked_vote
+from autoprog.search.zero_shot import ntk_tensor_names, zero_shot_search
 from autoprog.train.config import FinetuneConfig, PretrainConfig, check_same_config
 from autoprog.unfreeze.schedule import UnfreezeSpace, zero_shot_candidates
 
@@ -103,6 +107,40 @@ def test_rule_overrides_and_refusals():
     assert PretrainConfig().search() is HORIZON and FinetuneConfig().search() is HORIZON
     assert PretrainConfig(search_rule="paper", vote_weights="time=1,ntk=1,zico=1").weights() == {
         "time": 1.0, "ntk": 1.0, "zico": 1.0}  # fmt: skip
+
+
+def test_the_ntk_takes_every_learnable_tensor_or_the_weights_only_as_te_nas_does():
+    names = ["blocks.0.attn.qkv.weight", "blocks.0.attn.qkv.bias", "blocks.0.norm1.weight", "cls_token",
+             "pos_embed", "head.weight_g", "head.bias"]  # fmt: skip
+    assert ntk_tensor_names(names, "all") == names
+    assert ntk_tensor_names(names, "weights") == ["blocks.0.attn.qkv.weight", "blocks.0.norm1.weight", "head.weight_g"]
+    with pytest.raises(ValueError, match="all or weights"):
+        ntk_tensor_names(names, "linear")
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.LayerNorm(8), nn.Linear(8, 3))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 4, generator=g)
+    batches = [(torch.randn(6, 4, generator=g), torch.randint(0, 3, (6,), generator=g)) for _ in range(2)]
+    args = dict(configure=lambda c: None, forward=lambda m, inp: m(inp), ntk_inputs=(x,), zico_batches=batches,
+                loss_fn=lambda m, b: F.cross_entropy(m(b[0]), b[1]), time_step=lambda c: 1.0)  # fmt: skip
+    kappa = {t: zero_shot_search(model, ["c"], **args, ntk_tensors=t)[1][0]["ntk"] for t in ("all", "weights")}
+    weights = [n for n, _ in model.named_parameters() if not n.endswith("bias")]
+    assert kappa["weights"] == pytest.approx(ntk_condition_number(model.eval(), (x,), args["forward"], param_names=weights))
+    assert kappa["all"] == pytest.approx(ntk_condition_number(model, (x,), args["forward"]))
+    assert kappa["weights"] != pytest.approx(kappa["all"])  # the biases do change the kernel
+    for p in model.parameters():
+        p.requires_grad_(p.ndim == 1 and p.shape[0] == 3)  # only the head's bias learns
+    with pytest.raises(ValueError, match="no learnable tensor named"):
+        zero_shot_search(model, ["bias only"], **args, ntk_tensors="weights")
+
+    # both named rules keep every tensor (what they always did); the option selects
+    assert HORIZON.ntk_tensors == PAPER.ntk_tensors == "all"
+    rule = PretrainConfig(search_ntk_tensors="weights").search()
+    assert rule.name == "custom" and rule.ntk_tensors == "weights" and rule.exam == HORIZON.exam
+    assert FinetuneConfig(search_rule="paper", search_ntk_tensors="weights").search().ntk_tensors == "weights"
+    with pytest.raises(ConfigError, match="--search-ntk-tensors must be all or weights"):
+        PretrainConfig(search_ntk_tensors="biases").validate()
 
 
 def test_a_checkpoint_from_before_search_rules_resumes_only_under_the_paper_rule(tmp_path):

@@ -9,11 +9,18 @@ the same invocation (the machine is shared and noisy: never compare across invoc
 seed it trains ``round(epochs * time_LABEL / time_full)`` epochs (halves up, at least 1), the two
 times measured on that seed earlier in the same invocation, so ``LABEL`` and ``full`` must come
 before it in ``--methods``.
+
+``--resume`` continues an invocation that was cut short, in the same ``--runs-dir``: a run whose
+folder holds a ``summary.json`` of the same configuration is reused as it is, one with a checkpoint
+continues from it (``pretrain --resume``), the others run; a folder written under another
+configuration is refused in one line. (Ratios then mix processes: the result's ``resumed`` lists
+which runs were reused or continued.)
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
 import json
 import statistics
@@ -24,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from autoprog.errors import ConfigError
-from autoprog.train.config import PRETRAIN_METHODS, PretrainConfig
+from autoprog.train.config import PRETRAIN_METHODS, PretrainConfig, check_same_config
 
 QUICK = {"train_subset": 512, "val_size": 128, "test_subset": 500, "epochs": 4, "batch_size": 64}
 
@@ -72,12 +79,35 @@ def _run_variants(
             out = Path(args.runs_dir) / name / f"{label.replace(':', '-').replace('=', '')}-seed{seed}"
             options, record = resolve(options, runs, seed) if resolve is not None else (options, {})
             cfg = make_config(args, method=method, seed=seed, out=str(out), **{**overrides, **options})
-            print(f"== {name}: {label}, seed {seed}", flush=True)
-            summary = run(cfg)
+            done, how = _finished_or_resumable(cfg, out) if getattr(args, "resume", False) else (None, None)
+            print(f"== {name}: {label}, seed {seed}" + (f" ({how})" if how else ""), flush=True)
+            if done is not None:
+                summary = done
+            else:
+                summary = run(dataclasses.replace(cfg, resume=True) if how else cfg)
+            if how:
+                summary["bench_resumed"] = how
             summary.update(record)
             summary["label"] = label
             runs.append(summary)
     return runs
+
+
+def _finished_or_resumable(cfg: Any, out: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """``bench --resume``: ``(summary, "reused")`` for a finished run of ``cfg`` in ``out``,
+    ``(None, "continued")`` for one with a checkpoint, ``(None, None)`` for nothing to reuse.
+
+    Raises:
+        ConfigError: ``out``'s finished run used another configuration (the option named).
+    """
+    path = out / "summary.json"
+    if path.is_file():
+        summary = json.loads(path.read_text())
+        check_same_config(summary.get("config", {}), cfg.to_dict(), out)
+        return summary, "reused"
+    if any((out / "checkpoints" / f).is_file() for f in ("last.pt", "last.pt.prev")):
+        return None, "continued"
+    return None, None
 
 
 def _result(
@@ -86,9 +116,11 @@ def _result(
     """The results file's object: command, date, commit, machine, aggregate rows and the runs."""
     import torch
 
+    resumed = [f"{r['label']} seed {r['seed']}: {r['bench_resumed']}" for r in runs if r.get("bench_resumed")]
     return {
         "name": name,
         "command": "autoprog " + " ".join(sys.argv[1:]) if sys.argv and "autoprog" in sys.argv[0] else None,
+        **({"resumed": resumed} if resumed else {}),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "git_commit": _git_commit(),
         "environment": environment(torch.device(runs[0]["environment"]["device"])),

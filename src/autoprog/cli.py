@@ -37,6 +37,7 @@ _PRETRAIN_FIELDS = {
     "device", "threads", "eval_ema", "search_runtime", "resume", "checkpoint_every", "on_nonfinite", "nonfinite_lr_factor",
     "channels_last", "compile", "mixed_precision", "workers", "ntk_samples", "zico_batches", "vote_weights",
     "search_rule", "search_reach", "search_exam", "search_sampling", "search_supernet_fraction", "search_w_floor",
+    "search_ntk_tensors",
     "input_transform", "equal_time_epochs", "equal_time_ratio", "initial_scale", "delay_fraction", "finetune_fraction",
     "size_increment", "efficienttrain_schedule",
 }  # fmt: skip
@@ -370,6 +371,13 @@ def _add_search_rule_args(search: argparse._ArgumentGroup, *, pretrain: bool) ->
             help="autoprog-one: least balancing factor of Eq. 6 (default: the rule's)",
         )
     search.add_argument(
+        "--search-ntk-tensors",
+        choices=("all", "weights"),
+        default=None,
+        help="autoprog-zero: the learnable tensors the NTK differentiates: all, or weights (names with "
+        "'weight', TE-NAS's and the authors' set) (default: the rule's)",
+    )
+    search.add_argument(
         "--vote-weights",
         default=None,
         help="autoprog-zero's ranked-voting weights, e.g. time=1,ntk=0.5,zico=0.5 (default: the rule's)",
@@ -521,6 +529,12 @@ def _add_bench_args(p: argparse.ArgumentParser, kind: str, methods: str, example
     g.add_argument("--results-dir", default="benchmarks/results", help="where the JSON/markdown/PNG go")
     g.add_argument("--runs-dir", default="runs/bench", help="where each run's directory goes")
     g.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a cut invocation in the same --runs-dir: reuse finished runs of the same configuration, "
+        "continue those with a checkpoint, run the rest",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

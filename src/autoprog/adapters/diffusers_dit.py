@@ -368,9 +368,15 @@ class DiTDenoiser(nn.Module):
 
     # -- persistence -----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
-        """``save_pretrained`` of the transformer, plus ``stage_embedding.pt`` when SID is on."""
+        """``save_pretrained`` of the transformer, plus ``stage_embedding.pt`` when SID is on.
+
+        LoRA adapters and DiffFit scales are folded into the saved transformer
+        (:func:`export_transformer` without the stage embedding, which stays separate), so
+        ``from_pretrained`` gives the fine-tuned network and not the base one with its extras dropped."""
         p = Path(path)
-        self.transformer.save_pretrained(str(p / "transformer"))
+        extras = any("difffit_gamma" in m._parameters or ".lora_" in n for n, m in self.transformer.named_modules())
+        transformer = export_transformer(self, fold_stage=False) if extras else self.transformer
+        transformer.save_pretrained(str(p / "transformer"))
         meta: dict[str, Any] = {"num_stages": self.num_stages}
         if self.stage_embedding is not None:
             torch.save({"weight": self.stage_embedding.weight.detach().cpu()}, p / "stage_embedding.pt")
@@ -388,7 +394,7 @@ class DiTDenoiser(nn.Module):
         return den
 
 
-def export_transformer(denoiser: DiTDenoiser, stage: int | None = None) -> nn.Module:
+def export_transformer(denoiser: DiTDenoiser, stage: int | None = None, *, fold_stage: bool = True) -> nn.Module:
     """A plain ``DiTTransformer2DModel`` computing what ``denoiser`` computes when sampled as the
     evaluation samples it (``denoiser`` is unchanged):
 
@@ -398,7 +404,8 @@ def export_transformer(denoiser: DiTDenoiser, stage: int | None = None) -> nn.Mo
     * with SID, the stage embedding of ``stage`` (default: the last stage) is added to every class
       row of each block's label table, and the null stage's to the null-class row, so the
       conditional branch sees ``class + stage`` and the unconditional one ``null + null stage``,
-      exactly as :meth:`~autoprog.train.diffusion.GaussianDiffusion.sample` feeds them.
+      exactly as :meth:`~autoprog.train.diffusion.GaussianDiffusion.sample` feeds them
+      (``fold_stage=False``: left out, for a folder that keeps ``stage_embedding.pt``).
     """
     try:
         from peft.tuners.tuners_utils import BaseTunerLayer
@@ -417,7 +424,7 @@ def export_transformer(denoiser: DiTDenoiser, stage: int | None = None) -> nn.Mo
             state[f"{name}.{out}.weight"] = state[f"{name}.{out}.weight"] * gamma[:, None]
             if f"{name}.{out}.bias" in state:
                 state[f"{name}.{out}.bias"] = state[f"{name}.{out}.bias"] * gamma
-    if denoiser.stage_embedding is not None:
+    if denoiser.stage_embedding is not None and fold_stage:
         k = denoiser.num_stages - 1 if stage is None else stage  # type: ignore[operator]
         emb = denoiser.stage_embedding.weight.detach()
         for name, m in tr.named_modules():

@@ -606,6 +606,7 @@ class ProgressiveUnfreezing(BaseFinetuning):
             time_step=self._step_times.__getitem__,
             weights=self.vote_weights,
             seed=self.seed,
+            ntk_tensors=self.search_rule.ntk_tensors,
         )
         trainer = pl_module.trainer
         if trainer is not None:  # the same choice on every process: rank 0's

@@ -28,7 +28,11 @@ pays for the jump. ``horizon`` judges every stage by the model it leads to:
 - **score**: Eq. 6 with the fitted balancing factor, floored at ``w_floor`` so that time always
   counts (the fit is 0 when the loss does not fall with time, and makes two candidates tie);
 - AutoProg-Zero votes with equal weights, Eq. 19 as printed (with the authors' weights a larger
-  resolution can at best tie, ``docs/dev-notes.md``).
+  resolution can at best tie, ``docs/dev-notes.md``);
+- ``ntk_tensors``: which learnable tensors AutoProg-Zero's NTK differentiates. Both rules keep
+  ``all`` (what autoprog has always done); TE-NAS and the authors' code take the tensors named
+  ``*weight*`` only (``weights``), and on random learnable sets the two rank differently on about
+  a fifth of the pairs (issue 16's audit). ``--search-ntk-tensors`` selects.
 
 Each field can be overridden on its own (``--search-reach``, ``--search-exam``, ...), which is how
 the ablation in ``benchmarks/tables/ablation_search.sh`` measures each remedy alone and combined.
@@ -47,6 +51,7 @@ from autoprog.errors import ConfigError
 from autoprog.growth.schedule import GrowthSpace, SubnetConfig
 from autoprog.search.one_shot import ScoreRule, power_law_balancing_factor, power_law_score, stage_candidates
 from autoprog.search.voting import DEFAULT_WEIGHTS
+from autoprog.search.zero_shot import NTKTensors
 from autoprog.unfreeze.schedule import UnfreezeConfig, UnfreezeSpace, zero_shot_candidates
 
 Exam = Literal["train", "validation"]
@@ -67,6 +72,8 @@ class SearchRule:
             run's ``search_epochs`` whole epochs (the paper's two).
         w_floor: the least balancing factor of Eq. 6 (``0``: the fitted one, the paper's).
         vote_weights: AutoProg-Zero's ballot weights (Eq. 19).
+        ntk_tensors: the learnable tensors AutoProg-Zero's NTK differentiates: ``all`` or
+            ``weights`` (those named ``*weight*``, TE-NAS's and the authors' set).
     """
 
     name: str
@@ -76,12 +83,15 @@ class SearchRule:
     supernet_fraction: float | None = None
     w_floor: float = 0.0
     vote_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    ntk_tensors: NTKTensors = "all"
 
     def __post_init__(self) -> None:
         if self.exam not in ("train", "validation"):
             raise ConfigError(f"--search-exam must be train or validation, got {self.exam!r}")
         if self.sampling not in ("random", "rounds"):
             raise ConfigError(f"--search-sampling must be random or rounds, got {self.sampling!r}")
+        if self.ntk_tensors not in ("all", "weights"):
+            raise ConfigError(f"--search-ntk-tensors must be all or weights, got {self.ntk_tensors!r}")
         if self.supernet_fraction is not None and not 0.0 < self.supernet_fraction < 1.0:
             raise ConfigError(f"--search-supernet-fraction must be in (0, 1), got {self.supernet_fraction}")
         if not (math.isfinite(self.w_floor) and self.w_floor >= 0):

@@ -31,7 +31,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, is_dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from torch import Tensor, nn
 
@@ -45,6 +45,22 @@ Candidate = TypeVar("Candidate")
 NTKInputs = tuple[Tensor, ...] | Callable[[Any], tuple[Tensor, ...]]
 #: At least 2 fixed batches for ZiCo, or a function of the candidate that returns them.
 ZiCoBatches = Sequence[Any] | Callable[[Any], Sequence[Any]]
+#: Which learnable tensors the NTK differentiates: ``all`` of them, or ``weights``, those whose name
+#: contains ``weight`` (TE-NAS's ``ntk.py`` and the authors' AutoProg-Zero code: no biases).
+NTKTensors = Literal["all", "weights"]
+
+
+def ntk_tensor_names(names: Sequence[str], tensors: NTKTensors = "all") -> list[str]:
+    """The learnable tensors ``names`` the NTK is taken over (:data:`NTKTensors`).
+
+    Raises:
+        ValueError: an unknown ``tensors``.
+    """
+    if tensors == "all":
+        return list(names)
+    if tensors == "weights":
+        return [n for n in names if "weight" in n.rsplit(".", 1)[-1]]
+    raise ValueError(f"ntk tensors must be all or weights, got {tensors!r}")
 
 
 def zero_shot_search(
@@ -58,6 +74,7 @@ def zero_shot_search(
     time_step: Callable[[Candidate], float],
     weights: Mapping[str, float] = DEFAULT_WEIGHTS,
     seed: int = 0,
+    ntk_tensors: NTKTensors = "all",
 ) -> tuple[int, list[dict[str, Any]], VoteResult]:
     """Choose one of ``candidates`` by NTK condition number, ZiCo and step time (Sec. 4.2, Eq. 12-19).
 
@@ -80,6 +97,9 @@ def zero_shot_search(
             called with the candidate configured; cache it if candidates recur across stages.
         weights: the ballots' weights in the vote (keys ``time``, ``ntk``, ``zico``).
         seed: seed of the NTK's Rademacher probe vector (the same for every candidate).
+        ntk_tensors: the learnable tensors the NTK differentiates (:func:`ntk_tensor_names`):
+            ``all`` (biases and norm scales too) or ``weights`` (TE-NAS's and the authors' set).
+            ZiCo always takes the learnable Linear/Conv weights (Eq. 17).
 
     Returns:
         ``(index, rows, vote)``: the chosen candidate's index; one row per candidate with ``ntk``
@@ -88,11 +108,13 @@ def zero_shot_search(
         :class:`~autoprog.search.voting.VoteResult`.
 
     Raises:
-        ValueError: no candidates, a candidate without learnable parameters, fewer than 2 ZiCo
+        ValueError: no candidates, a candidate without learnable parameters (or, with
+            ``ntk_tensors="weights"``, without a learnable weight), fewer than 2 ZiCo
             batches, or a forward/loss of the wrong shape (from the proxies).
     """
     if not candidates:
         raise ValueError("zero_shot_search needs at least one candidate")
+    ntk_tensor_names([], ntk_tensors)  # an unknown set fails before any candidate is scored
     was_training = model.training
     saved_flags = [(p, p.requires_grad) for p in model.parameters()]
     rows: list[dict[str, Any]] = []
@@ -103,10 +125,13 @@ def zero_shot_search(
             names = [n for n, p in model.named_parameters() if p.requires_grad]
             if not names:
                 raise ValueError(f"candidate {candidate!r} has no learnable parameters")
+            ntk_names = ntk_tensor_names(names, ntk_tensors)
+            if not ntk_names:
+                raise ValueError(f"candidate {candidate!r} has no learnable tensor named *weight* for the NTK")
             trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
             model.eval()
             inputs = ntk_inputs(candidate) if callable(ntk_inputs) else ntk_inputs
-            kappa = ntk_condition_number(model, tuple(inputs), forward, param_names=names, seed=seed)
+            kappa = ntk_condition_number(model, tuple(inputs), forward, param_names=ntk_names, seed=seed)
             batches = zico_batches(candidate) if callable(zico_batches) else zico_batches
             z = zico(model, batches, loss_fn, param_names=names)
             model.train(was_training)
@@ -136,4 +161,4 @@ def zero_shot_search(
     return vote.winner, rows, vote
 
 
-__all__ = ["NTKInputs", "ZiCoBatches", "zero_shot_search"]
+__all__ = ["NTKInputs", "NTKTensors", "ZiCoBatches", "ntk_tensor_names", "zero_shot_search"]

@@ -28,7 +28,7 @@ from autoprog.growth.schedule import SubnetConfig
 from autoprog.search.one_shot import measure_step_time
 from autoprog.search.one_shot_growth import MeasureFn, RuntimeFn
 from autoprog.search.voting import DEFAULT_WEIGHTS
-from autoprog.search.zero_shot import zero_shot_search
+from autoprog.search.zero_shot import NTKTensors, zero_shot_search
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,8 @@ class ZeroShotProbe:
             when the batches hold fewer).
         weights: the ballots' weights in ranked voting (Eq. 19; keys ``time``, ``ntk``, ``zico``).
         seed: seed of the NTK's Rademacher projection (the same for every candidate).
+        ntk_tensors: the learnable tensors the NTK differentiates (``all`` or ``weights``,
+            :func:`~autoprog.search.zero_shot.ntk_tensor_names`).
     """
 
     batches: Sequence[tuple[torch.Tensor, torch.Tensor]]
@@ -55,6 +57,7 @@ class ZeroShotProbe:
     ntk_samples: int = 8
     weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     seed: int = 0
+    ntk_tensors: NTKTensors = "all"
 
     def __post_init__(self) -> None:
         if len(self.batches) < 2:
@@ -150,6 +153,7 @@ class ZeroShotGrowthSearch:
                 loss_fn=lambda m, b: probe.loss_fn(m(b[0]), b[1]),
                 ntk_inputs=lambda c: (torch.cat([x for x, _ in batches(c)])[: probe.ntk_samples],),
                 zico_batches=batches, time_step=time_step, weights=probe.weights, seed=probe.seed,
+                ntk_tensors=probe.ntk_tensors,
             )  # fmt: skip
         finally:
             set_global_rng_states(rng, device)

@@ -237,11 +237,10 @@ class DiTTask:
         return result
 
     def save(self, model: nn.Module, path: Path) -> None:
-        """Pixel space: the transformer folder (+ stage embedding); a latent DiT: a ``DiTPipeline``
-        folder with the method's extras (LoRA, DiffFit, the last stage's SID) folded in."""
+        """Pixel space: the transformer folder with LoRA and DiffFit folded in (+ the stage
+        embedding); a latent DiT: a ``DiTPipeline`` folder with the method's extras (LoRA, DiffFit,
+        the last stage's SID) folded in."""
         if self.codec is None:
-            if self.cfg.method == "lora":  # peft-wrapped layers: not a plain diffusers folder
-                return
             model.save(path)  # type: ignore[operator]
             return
         assert isinstance(model, DiTDenoiser)

@@ -122,6 +122,7 @@ class PretrainConfig:
     search_sampling: str | None = None
     search_supernet_fraction: float | None = None
     search_w_floor: float | None = None
+    search_ntk_tensors: str | None = None
     resume: bool = False
     checkpoint_every: int = 0
     on_nonfinite: str = "rollback"
@@ -279,7 +280,7 @@ def _check_peers(cfg: PretrainConfig) -> None:
 def _search_rule(cfg: PretrainConfig | FinetuneConfig):
     from autoprog.search.rules import create_search_rule
 
-    overrides = {"reach": cfg.search_reach}
+    overrides: dict = {"reach": cfg.search_reach, "ntk_tensors": cfg.search_ntk_tensors}
     if isinstance(cfg, PretrainConfig):
         overrides.update(exam=cfg.search_exam, sampling=cfg.search_sampling,
                          supernet_fraction=cfg.search_supernet_fraction, w_floor=cfg.search_w_floor)  # fmt: skip
@@ -367,6 +368,7 @@ class FinetuneConfig:
     search_fraction: float = 0.25
     search_rule: str = "horizon"
     search_reach: bool | None = None
+    search_ntk_tensors: str | None = None
     fid_samples: int = 300
     fid_reference: int = 1000
     sample_steps: int = 25
@@ -410,7 +412,7 @@ class FinetuneConfig:
 
     def search(self):  # -> autoprog.search.rules.SearchRule
         """The search rule of the run (:mod:`autoprog.search.rules`): ``search_rule`` with
-        ``search_reach`` and ``vote_weights`` overriding it when set (fine-tuning's AutoProg-One keeps
+        ``search_reach``, ``search_ntk_tensors`` and ``vote_weights`` overriding it when set (fine-tuning's AutoProg-One keeps
         its own sampling, score source and ``search_fraction``)."""
         return _search_rule(self)
 

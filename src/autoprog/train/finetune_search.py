@@ -105,7 +105,7 @@ class StageSearch:
         winner, rows, _ = zero_shot_search(
             self.model, candidates, self.subnets.configure, forward=self.task.output, loss_fn=self.task.probe_loss,
             ntk_inputs=ntk_inputs, zico_batches=zico_batches, time_step=self.step_times.__getitem__,
-            weights=cfg.weights(), seed=cfg.seed,
+            weights=cfg.weights(), seed=cfg.seed, ntk_tensors=cfg.search().ntk_tensors,
         )  # fmt: skip
         self.model.train()
         winner, rows = self.ctx.broadcast((winner, rows))  # measured times differ per process: rank 0's decide

@@ -72,6 +72,7 @@ def zero_shot_probe(cfg: PretrainConfig, data: PretrainData, resolution: int, de
         ntk_samples=cfg.ntk_samples,
         weights=cfg.weights(),
         seed=cfg.seed,
+        ntk_tensors=cfg.search().ntk_tensors,
     )
 
 
