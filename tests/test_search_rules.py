@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import math
 
 import pytest
 import torch
@@ -124,7 +125,7 @@ def test_the_ntk_takes_every_learnable_tensor_or_the_weights_only_as_te_nas_does
     batches = [(torch.randn(6, 4, generator=g), torch.randint(0, 3, (6,), generator=g)) for _ in range(2)]
     args = dict(configure=lambda c: None, forward=lambda m, inp: m(inp), ntk_inputs=(x,), zico_batches=batches,
                 loss_fn=lambda m, b: F.cross_entropy(m(b[0]), b[1]), time_step=lambda c: 1.0)  # fmt: skip
-    kappa = {t: zero_shot_search(model, ["c"], **args, ntk_tensors=t)[1][0]["ntk"] for t in ("all", "weights")}
+    kappa = {t: zero_shot_search(model, ["c", "c"], **args, ntk_tensors=t)[1][0]["ntk"] for t in ("all", "weights")}
     weights = [n for n, _ in model.named_parameters() if not n.endswith("bias")]
     assert kappa["weights"] == pytest.approx(ntk_condition_number(model.eval(), (x,), args["forward"], param_names=weights))
     assert kappa["all"] == pytest.approx(ntk_condition_number(model, (x,), args["forward"]))
@@ -132,7 +133,17 @@ def test_the_ntk_takes_every_learnable_tensor_or_the_weights_only_as_te_nas_does
     for p in model.parameters():
         p.requires_grad_(p.ndim == 1 and p.shape[0] == 3)  # only the head's bias learns
     with pytest.raises(ValueError, match="no learnable tensor named"):
-        zero_shot_search(model, ["bias only"], **args, ntk_tensors="weights")
+        zero_shot_search(model, ["bias only", "bias only"], **args, ntk_tensors="weights")
+
+    # a single candidate (a stage the rule forces) is chosen without proxies or timing
+    calls = []
+    one = {**args, "time_step": lambda c: calls.append(c) or 1.0}
+    for p in model.parameters():
+        p.requires_grad_(True)
+    index, rows, vote = zero_shot_search(model, ["forced"], **one)
+    assert index == 0 and calls == [] and rows[0]["trainable_params"] == sum(p.numel() for p in model.parameters())
+    assert all(math.isnan(rows[0][k]) for k in ("ntk", "log_ntk", "zico", "time")) and rows[0]["ranks"]["time"] == 1
+    assert zero_shot_search(model, ["a", "b"], **one)[1][0]["time"] == 1.0 and calls == ["a", "b"]
 
     # both named rules keep every tensor (what they always did); the option selects
     assert HORIZON.ntk_tensors == PAPER.ntk_tensors == "all"

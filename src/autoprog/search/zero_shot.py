@@ -107,6 +107,10 @@ def zero_shot_search(
         (``{ballot: rank}``), ``total`` and, for a dataclass candidate, its fields; the
         :class:`~autoprog.search.voting.VoteResult`.
 
+    A single candidate (a stage the rule forces, as ``horizon`` does once depth is full) is chosen
+    without scoring: its row has the candidate's fields and ``trainable_params``, ``nan`` for the
+    proxies and the time, rank 1 on every ballot.
+
     Raises:
         ValueError: no candidates, a candidate without learnable parameters (or, with
             ``ntk_tensors="weights"``, without a learnable weight), fewer than 2 ZiCo
@@ -118,8 +122,17 @@ def zero_shot_search(
     was_training = model.training
     saved_flags = [(p, p.requires_grad) for p in model.parameters()]
     rows: list[dict[str, Any]] = []
+    scored = len(candidates) > 1  # one candidate: nothing to choose, nothing to measure
     try:
         for candidate in candidates:
+            if not scored:
+                configure(candidate)
+                rows.append({
+                    **_fields(candidate), "ntk": math.nan, "log_ntk": math.nan, "zico": math.nan, "time": math.nan,
+                    "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                    "scoring_time_s": 0.0,
+                })  # fmt: skip
+                continue
             t0 = time.perf_counter()
             configure(candidate)
             names = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -136,9 +149,7 @@ def zero_shot_search(
             z = zico(model, batches, loss_fn, param_names=names)
             model.train(was_training)
             seconds = float(time_step(candidate))
-            row: dict[str, Any] = (
-                asdict(candidate) if is_dataclass(candidate) and not isinstance(candidate, type) else {}
-            )
+            row = _fields(candidate)
             row.update(
                 ntk=kappa,
                 log_ntk=math.log(kappa),
@@ -152,13 +163,17 @@ def zero_shot_search(
         model.train(was_training)
         for p, flag in saved_flags:
             p.requires_grad_(flag)
-    vote = ranked_vote(
-        [{"time": r["time"], "ntk": r["log_ntk"], "zico": r["zico"]} for r in rows], weights=weights
-    )
+    ballots = [{"time": r["time"], "ntk": r["log_ntk"], "zico": r["zico"]} for r in rows]
+    vote = ranked_vote(ballots if scored else [{"time": 0.0, "ntk": 0.0, "zico": 0.0}], weights=weights)
     for i, row in enumerate(rows):
         row["ranks"] = {ballot: ranks[i] for ballot, ranks in vote.ranks.items()}
         row["total"] = vote.totals[i]
     return vote.winner, rows, vote
+
+
+def _fields(candidate: Any) -> dict[str, Any]:
+    """A dataclass candidate's fields (a row's first columns); nothing for other candidates."""
+    return asdict(candidate) if is_dataclass(candidate) and not isinstance(candidate, type) else {}
 
 
 __all__ = ["NTKInputs", "NTKTensors", "ZiCoBatches", "ntk_tensor_names", "zero_shot_search"]
