@@ -153,11 +153,14 @@ def test_bench_resume_reuses_finished_runs_continues_cut_ones_and_refuses_anothe
     prog_dir = runs / "pretrain-quick" / "prog-seed0"
     assert (prog_dir / "checkpoints" / "last.pt").is_file()
     (prog_dir / "summary.json").unlink()  # as if the invocation had been killed inside prog's run
-    assert run_cli(*argv, "--resume") == 0
+    more = [a if a != "full,prog" else "full,prog,full:lr=0.002" for a in argv]  # never run: fresh
+    assert run_cli(*more, "--resume") == 0
     out = capsys.readouterr().out
-    assert "full, seed 0 (reused)" in out and "prog, seed 0 (continued)" in out
+    assert "full, seed 0 (reused)" in out and "prog, seed 0 (continued)" in out and "full:lr=0.002, seed 0\n" in out
     again = json.loads((results / "pretrain-quick.json").read_text())
     assert again["resumed"] == ["full seed 0: reused", "prog seed 0: continued"] and "resumed" not in first
+    assert "- resumed (`--resume`): full seed 0: reused; prog seed 0: continued." in (
+        results / "pretrain-quick.md").read_text()  # fmt: skip
     full0, full1 = first["runs"][0], again["runs"][0]
     assert full1["wall_clock_s"] == full0["wall_clock_s"] and full1["top1"] == full0["top1"]  # not run again
     events = [json.loads(line)["event"] for line in (prog_dir / "log.jsonl").read_text().splitlines()]

@@ -79,7 +79,7 @@ def _run_variants(
             out = Path(args.runs_dir) / name / f"{label.replace(':', '-').replace('=', '')}-seed{seed}"
             options, record = resolve(options, runs, seed) if resolve is not None else (options, {})
             cfg = make_config(args, method=method, seed=seed, out=str(out), **{**overrides, **options})
-            done, how = _finished_or_resumable(cfg, out) if getattr(args, "resume", False) else (None, None)
+            done, how = _finished_or_resumable(cfg, out) if getattr(args, "bench_resume", False) else (None, None)
             print(f"== {name}: {label}, seed {seed}" + (f" ({how})" if how else ""), flush=True)
             if done is not None:
                 summary = done
@@ -319,8 +319,14 @@ def _markdown_report(result: dict[str, Any], table: str) -> str:
         f"{cfg['data']} ({run0['train_samples']} training images), {cfg['epochs']} epochs, "
         f"batch {cfg['batch_size']}, lr {cfg['lr']}\n"
         "- top-1: final (online) model on the test split at full resolution; time: training incl. growth, "
-        "excl. evaluation; ratios against `full` of the same seed in this same run.\n\n"
-        f"{table}\n"
+        "excl. evaluation; ratios against `full` of the same seed in this same run.\n"
+        + (
+            f"- resumed (`--resume`): {'; '.join(result['resumed'])}. A reused run's time was measured in the "
+            "invocation that made it.\n"
+            if result.get("resumed")
+            else ""
+        )
+        + f"\n{table}\n"
     )
 
 

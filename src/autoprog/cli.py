@@ -531,6 +531,7 @@ def _add_bench_args(p: argparse.ArgumentParser, kind: str, methods: str, example
     g.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
     g.add_argument(
         "--resume",
+        dest="bench_resume",  # not the runs' own resume (a config field): each run's is decided per folder
         action="store_true",
         help="continue a cut invocation in the same --runs-dir: reuse finished runs of the same configuration, "
         "continue those with a checkpoint, run the rest",
