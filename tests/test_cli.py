@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_cell_dataset
+from conftest import load_script, make_cell_dataset
 
 from autoprog.cli import main
 
@@ -168,6 +168,15 @@ def test_bench_resume_reuses_finished_runs_continues_cut_ones_and_refuses_anothe
     assert run_cli(*argv, "--resume", "--lr", "0.01") == 2
     err = capsys.readouterr().err
     assert "--lr" in err and "full-seed0" in err and "\n" not in err.strip()
+    # A fresh checkout has no run folders: benchmarks/restore_runs.py puts a committed result's runs back
+    # (under another bench name here), and --resume reuses them instead of training again.
+    restore = load_script(Path(__file__).parents[1] / "benchmarks" / "restore_runs.py", "restore_runs")
+    written = restore.restore(results / "pretrain-quick.json", "copied", runs, ["full"], [0])
+    assert written == [runs / "copied" / "full-seed0" / "summary.json"]
+    assert restore.restore(results / "pretrain-quick.json", "copied", runs, ["full"], [0]) == []  # never overwrites
+    copied = [a if a != "full,prog" else "full" for a in argv] + ["--name", "copied", "--resume"]
+    assert run_cli(*copied) == 0 and "full, seed 0 (reused)" in capsys.readouterr().out
+    assert json.loads((results / "copied.json").read_text())["runs"][0]["top1"] == first["runs"][0]["top1"]
 
 
 def test_console_script_help():

@@ -285,3 +285,30 @@ def test_pretrain_autoprog_zero_writes_its_searches_and_grows(data_dir, tmp_path
     assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
     md = (tmp_path / "report" / "report.md").read_text()
     assert md.count("| resolution | depth | log NTK κ | ZiCo | runtime | rank sum | chosen |") == 2
+
+
+def test_the_stage0_vote_script_reproduces_a_runs_first_decision_without_training(data_dir, tmp_path):
+    """benchmarks/zero_shot_stage0.py sets a run up as pretrain does: the same initial weights and probe,
+    hence the same NTK, ZiCo and choice as the run's own stage-0 search (issue 16's vote comparisons)."""
+    from conftest import load_script
+
+    common = ["--data-dir", str(data_dir), "--depth", "4", "--epochs", "3", "--stages", "3", "--batch-size", "16",
+              "--train-subset", "64", "--val-size", "16", "--test-subset", "40", "--threads", "1",
+              "--search-runtime", "flops", "--ntk-samples", "4"]  # fmt: skip
+    out = tmp_path / "zero"
+    assert main(["pretrain", "--method", "autoprog-zero", "--out", str(out), "--progress", "off", *common]) == 0
+    run_record = json.loads((out / "summary.json").read_text())["search"][0]
+    script = load_script(Path(__file__).parents[1] / "benchmarks" / "zero_shot_stage0.py", "zero_shot_stage0")
+    variants = "autoprog-zero,autoprog-zero:vote_weights=time=1,ntk=0,zico=0"
+    result = script.main(["--name", "stage0", "--variants", variants, "--results-dir", str(tmp_path / "res"), "--",
+                          *common])  # fmt: skip
+    default, time_only = (row["record"] for row in result["rows"])
+    assert default["chosen"] == run_record["chosen"]
+    for ours, theirs in zip(default["candidates"], run_record["candidates"], strict=True):
+        assert (ours["resolution"], ours["depth"]) == (theirs["resolution"], theirs["depth"])
+        assert ours["ntk"] == theirs["ntk"] and ours["zico"] == theirs["zico"] and ours["ranks"] == theirs["ranks"]
+    cheapest = min(time_only["candidates"], key=lambda r: r["time"])
+    assert time_only["chosen"] == {"resolution": cheapest["resolution"], "depth": cheapest["depth"]}
+    assert time_only["weights"] == TIME_ONLY
+    md = (tmp_path / "res" / "stage0.md").read_text()
+    assert md.count("| autoprog-zero") == 2 and (tmp_path / "res" / "stage0.png").is_file()
