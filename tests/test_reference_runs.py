@@ -1,8 +1,12 @@
 """The reference runs (``scripts/reference_runs.py``, issue 18) still give the numbers of
 ``tests/data/reference_runs.json``, written by the code before the training loops were refactored.
 
-The check allows a relative difference of 1e-6 in floats, for machines whose float kernels differ
-from the one that wrote the file; the script's default (``--check`` alone) is exact equality.
+On the CPU model that wrote the file (``tests/data/reference_runs.cpu``) the check allows a relative
+difference of 1e-6 in floats. On another CPU the float kernels differ, and training amplifies the last
+bits: on an Intel Xeon VM the losses of a file written on an AMD EPYC VM agreed within 1e-6 for 62
+steps and drifted to 2 % by the end. There floats get a relative tolerance of 0.05, and everything
+that is not a float still must be equal: structure, step counts, FLOPs, schedules, searched choices.
+The script's default (``--check`` alone) is exact equality.
 Regenerate the file only for a change that is *meant* to alter the numbers, and say so in the commit.
 """
 
@@ -53,7 +57,9 @@ def test_check_reports_every_difference_and_honours_the_tolerance():
     assert any("key 'top1' is missing" in d for d in exact)
     assert any("summary.schedule: 3 items expected, got 2" in d for d in exact)
     assert any(d.startswith("finetune-autoprog-zero.model.sha256") for d in exact)
-    within = list(differences(golden, changed, rtol=1e-6))  # the 1e-9 change and the digest pass
+    changed["pretrain-prog"]["stage_checkpoints"]["stage0"]["model"] = "0" * 64  # a stage digest: as the model's
+    assert len(list(differences(golden, changed))) == 6
+    within = list(differences(golden, changed, rtol=1e-6))  # the 1e-9 change and the digests pass
     assert len(within) == 3 and within[0].startswith("pretrain-prog.steps[7].loss")
     changed["pretrain-prog"]["summary"]["train_flops"] += 1  # integers: always exact
     assert any("train_flops" in d for d in differences(golden, changed, rtol=1e-3))
@@ -61,6 +67,9 @@ def test_check_reports_every_difference_and_honours_the_tolerance():
 
 @pytest.mark.slow
 def test_reference_runs_are_unchanged(capsys):
-    rc = _script().main(["--check", str(GOLDEN), "--rtol", "1e-6"])
+    from autoprog.run.process import _cpu_model
+
+    same_cpu = _cpu_model() == (GOLDEN.parent / "reference_runs.cpu").read_text().strip()
+    rc = _script().main(["--check", str(GOLDEN), "--rtol", "1e-6" if same_cpu else "0.05"])
     report = capsys.readouterr().out
     assert rc == 0, report
