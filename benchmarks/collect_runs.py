@@ -21,6 +21,7 @@ from autoprog.bench import (  # the bench's own report, unchanged
     aggregate,
     markdown_table,
     plot_runs,
+    run_folder,
     split_variants,
 )
 from autoprog.run import environment
@@ -33,7 +34,7 @@ def collect(name: str, runs_dir: Path, methods: str, seeds: list[int]) -> tuple[
     for seed in seeds:
         found = []
         for label in labels:
-            path = runs_dir / name / f"{label.replace(':', '-').replace('=', '')}-seed{seed}" / "summary.json"
+            path = run_folder(runs_dir, name, label, seed) / "summary.json"
             if not path.is_file():
                 missing.append(f"{label} seed {seed}")
                 continue

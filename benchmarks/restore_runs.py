@@ -18,6 +18,8 @@ import argparse
 import json
 from pathlib import Path
 
+from autoprog.bench import run_folder
+
 
 def restore(result: Path, into: str, runs_dir: Path, labels: list[str] | None, seeds: list[int] | None) -> list[Path]:
     """Write the selected runs of ``result`` into ``runs_dir / into``; the paths written."""
@@ -27,7 +29,7 @@ def restore(result: Path, into: str, runs_dir: Path, labels: list[str] | None, s
         label = run.get("label", run["method"])
         if (labels is not None and label not in labels) or (seeds is not None and run["seed"] not in seeds):
             continue
-        folder = runs_dir / into / f"{label.replace(':', '-').replace('=', '')}-seed{run['seed']}"
+        folder = run_folder(runs_dir, into, label, run["seed"])
         path = folder / "summary.json"
         if path.exists():
             print(f"kept {path} (already there)")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_cell_dataset
+from conftest import load_script, make_cell_dataset
 
 import autoprog.search.zero_shot_growth as zero_shot_growth_module
 from autoprog.adapters import TimmViTAdapter
@@ -290,8 +290,6 @@ def test_pretrain_autoprog_zero_writes_its_searches_and_grows(data_dir, tmp_path
 def test_the_stage0_vote_script_reproduces_a_runs_first_decision_without_training(data_dir, tmp_path):
     """benchmarks/zero_shot_stage0.py sets a run up as pretrain does: the same initial weights and probe,
     hence the same NTK, ZiCo and choice as the run's own stage-0 search (issue 16's vote comparisons)."""
-    from conftest import load_script
-
     common = ["--data-dir", str(data_dir), "--depth", "4", "--epochs", "3", "--stages", "3", "--batch-size", "16",
               "--train-subset", "64", "--val-size", "16", "--test-subset", "40", "--threads", "1",
               "--search-runtime", "flops", "--ntk-samples", "4"]  # fmt: skip

@@ -76,7 +76,7 @@ def _run_variants(
     runs: list[dict[str, Any]] = []
     for seed in seeds:
         for label, method, options in variants:
-            out = Path(args.runs_dir) / name / f"{label.replace(':', '-').replace('=', '')}-seed{seed}"
+            out = run_folder(Path(args.runs_dir), name, label, seed)
             options, record = resolve(options, runs, seed) if resolve is not None else (options, {})
             cfg = make_config(args, method=method, seed=seed, out=str(out), **{**overrides, **options})
             done, how = _finished_or_resumable(cfg, out) if getattr(args, "bench_resume", False) else (None, None)
@@ -91,6 +91,11 @@ def _run_variants(
             summary["label"] = label
             runs.append(summary)
     return runs
+
+
+def run_folder(runs_dir: Path, name: str, label: str, seed: int) -> Path:
+    """The folder of variant ``label``'s run of ``seed`` in the benchmark ``name`` under ``runs_dir``."""
+    return runs_dir / name / f"{label.replace(':', '-').replace('=', '')}-seed{seed}"
 
 
 def _finished_or_resumable(cfg: Any, out: Path) -> tuple[dict[str, Any] | None, str | None]:
