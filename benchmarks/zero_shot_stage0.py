@@ -65,7 +65,7 @@ def stage0_search(cfg: PretrainConfig) -> dict[str, Any]:
     flops = count_flops(adapter, space, plan, info.in_chans, peers.input_configs(None, epochs, adapter.full.depth))
     train_step = TrainStep(cfg, info.num_classes, device, ctx)  # as pretrain: same random draws before the model
     check_memory_fits(adapter, cfg.model, cfg.batch_size, info.in_chans, device, train_step.amp_dtype)
-    ctl = create_controller(cfg, adapter, plan, operator, data, flops, device, ctx)
+    ctl = create_controller(cfg, adapter, plan, operator, data, flops, device, ctx, train_step)
     spec = ctl.begin_epoch()
     assert spec is not None
     records = [e.detail for e in spec.events if e.kind == "search"]

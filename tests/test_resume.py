@@ -53,6 +53,7 @@ CONFIGS = {
     "efficienttrain-randaug": ["--method", "efficienttrain", "--randaug", "rand-m9-mstd0.5-inc1"],
     "full-equal-time": ["--method", "full-equal-time", "--equal-time-ratio", "0.6"],  # 5 of 8 epochs
     "autoprog-one-lowfreq": ["--method", "autoprog-one", "--input-transform", "lowfreq"],
+    "autoprog-one-trial": ["--method", "autoprog-one", "--search-rule", "trial"],  # trials at stage starts
 }
 TIMING_KEYS = {"wall_clock_s", "environment", "config", "peak_mem_bytes"}  # measurements, not results
 
@@ -154,6 +155,7 @@ def assert_same_run(a: Path, b: Path) -> None:
         ("efficienttrain-randaug", (6, 22)),  # RandAugment's magnitude changes every epoch
         ("full-equal-time", (5, 18)),  # 20 steps
         ("autoprog-one-lowfreq", (2, 3)),  # inside the supernet search, on low-frequency crops
+        ("autoprog-one-trial", (8, 10)),  # about stage 1's start: its trials run again, or were recorded
     ],
 )
 def test_killed_run_resumes_exactly(data_dir, reference, tmp_path, name, window):

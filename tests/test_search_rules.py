@@ -3,15 +3,19 @@ score, the vote's equal weights, step-budget supernets, and the paper rule as it
 
 from __future__ import annotations
 
+import copy
 import io
 import itertools
+import json
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import make_cell_dataset
 from torch import nn
 
+from autoprog.cli import main
 from autoprog.controller import GrowthController, create_plan
 from autoprog.errors import ConfigError
 from autoprog.growth.schedule import GrowthSpace, SubnetConfig
@@ -224,3 +228,100 @@ def test_a_supernet_fraction_needs_weight_recycling(tiny_adapter):
     with pytest.raises(ConfigError, match="needs weight recycling"):
         GrowthController(tiny_adapter, create_plan("autoprog-one", space, 6), steps_per_epoch=4, recycle=False,
                          score_fn=lambda net, c: 0.0, **controller_options(HORIZON))  # fmt: skip
+
+
+TRIAL = create_search_rule("trial")
+
+
+def _trial_controller(adapter, space, trial_fn, steps_per_epoch=10, epochs=6):
+    torch.manual_seed(0)
+    return GrowthController(adapter, create_plan("autoprog-one", space, epochs), steps_per_epoch=steps_per_epoch,
+                            trial_fn=trial_fn, runtime_fn=lambda c: float(c.resolution * c.depth),
+                            **controller_options(TRIAL))  # fmt: skip
+
+
+def _digest(model: nn.Module) -> list[tuple[str, float]]:
+    return [(n, float(p.detach().double().sum())) for n, p in model.named_parameters()]
+
+
+def test_a_fixed_balancing_factor_lets_the_slower_of_two_win_which_the_fit_never_does():
+    losses, times = [1.00, 0.90], [1.0, 1.5]
+    assert min(range(2), key=power_law_score(losses, times).__getitem__) == 0  # the fit makes them tie
+    fixed = floored_power_law_score(0.1, fit=False)
+    assert min(range(2), key=fixed(losses, times).__getitem__) == 1  # 0.90 * 1.5**0.1 < 1.00
+    assert fixed.w_fixed == 0.1 and TRIAL.exam == "trial" and not TRIAL.w_fit and TRIAL.reach
+
+
+def test_a_trial_search_trains_each_candidate_alone_from_the_same_start_and_leaves_the_run_untouched(tiny_adapter):
+    space = GrowthSpace(28, 6, 4, ratio=0.5, num_stages=3)
+    trials: list[tuple[SubnetConfig, int, int, list]] = []
+    losses = {3: 1.0, 4: 1.0, 5: 0.9, 6: 0.95}  # depth 5 is slower than 4, but better by enough
+
+    def trial_fn(net, config, steps, step):
+        assert net.depth == config.depth
+        trials.append((config, steps, step, _digest(net.model)))
+        for _ in range(steps):  # really train the copy: none of it may reach the run
+            loss = net.model(torch.full((2, 1, config.resolution, config.resolution), 0.5)).pow(2).mean()
+            net.optimizer.zero_grad()
+            loss.backward()
+            net.optimizer.step()
+        return (losses[config.depth] if step else 1.0), 0.0  # stage 0: a tie, the fastest wins
+
+    ctl = _trial_controller(tiny_adapter, space, trial_fn)  # stages of 2 epochs, 20 steps
+    spec = ctl.begin_epoch()  # stage 0: from random weights, the smallest resolution's depths
+    assert not spec.supernet and not ctl.searching and ctl.net.ema is None  # no supernet, no momentum copy
+    record = next(e.detail for e in spec.events if e.kind == "search")
+    assert record["search"] == "trial" and record["trial_steps"] == 4  # 5 % of 20 steps, at least 4
+    assert {c["resolution"] for c in record["candidates"]} == {space.resolutions[0]}
+    _train(ctl, 20)
+    ctl.end_epoch(), ctl.end_epoch()
+    before = ctl.current
+    trials.clear()
+    reference = copy.deepcopy(ctl.net)
+    rng = torch.get_rng_state()
+    spec = ctl.begin_epoch()  # stage 1: every candidate's copy trained from the same start
+    assert torch.equal(torch.get_rng_state(), rng)
+    record = next(e.detail for e in spec.events if e.kind == "search")
+    configs = [t[0] for t in trials]
+    assert configs == [SubnetConfig(c["resolution"], c["depth"]) for c in record["candidates"]]
+    assert all(c.resolution >= space.resolutions[1] and c.depth > before.depth for c in configs)
+    assert all(t[1] == 4 and t[2] == ctl.steps == 20 for t in trials)
+    shared = [n for n, _ in trials[0][3] if not n.startswith("blocks.")]  # growth places blocks per depth
+    assert shared
+    for name in shared:  # the same start: what the candidates share was equal before each trial
+        assert len({dict(t[3])[name] for t in trials}) == 1, name
+    # Eq. 6 with w = 0.1 fixed: depth 5 beats the faster depth 4 by its 10 % lower loss
+    assert ctl.current.depth == 5 and record["balancing_factor"] == 0.1
+    torch.set_rng_state(rng)
+    reference.grow(ctl.current.depth)  # the run is the stage-0 network grown into the winner, untrained
+    assert _digest(ctl.model) == _digest(reference.model)
+
+
+def test_a_trial_search_needs_its_trial_function(tiny_adapter):
+    space = GrowthSpace(28, 6, 4, ratio=0.5, num_stages=3)
+    with pytest.raises(ConfigError, match="needs trial_fn"):
+        GrowthController(tiny_adapter, create_plan("autoprog-one", space, 6), steps_per_epoch=4,
+                         **controller_options(TRIAL))  # fmt: skip
+    with pytest.raises(ConfigError, match="--search-trial-fraction"):
+        PretrainConfig(search_rule="trial", search_trial_fraction=0.0).validate()
+
+
+def test_a_trial_run_that_chooses_progs_schedule_is_progs_run_exactly(tmp_path):
+    """The trials draw nothing from the run and leave the network as they found it; the first stage
+    starts from the smallest candidate made as Prog makes it. With time weighing so much (w = 5 on
+    FLOPs) that the cheapest candidate always wins, AutoProg-One by trials trains Prog's run."""
+    data = make_cell_dataset(tmp_path / "cells", n_train=200, n_test=40)
+    tiny = ["--depth", "4", "--stages", "3", "--epochs", "3", "--batch-size", "32", "--train-subset", "96",
+            "--val-size", "32", "--test-subset", "40", "--progress", "off", "--threads", "1",
+            "--data-dir", str(data)]  # fmt: skip
+    trial = ["--method", "autoprog-one", "--search-rule", "trial", "--search-w-floor", "5", "--search-runtime", "flops"]
+    assert main(["pretrain", *tiny, "--method", "prog", "--out", str(tmp_path / "prog")]) == 0
+    assert main(["pretrain", *tiny, *trial, "--out", str(tmp_path / "trial")]) == 0
+    a, b = (json.loads((tmp_path / n / "summary.json").read_text()) for n in ("prog", "trial"))
+    assert a["schedule"] == b["schedule"] and [s["search"] for s in b["search"]] == ["trial"] * 2
+    assert len(b["search"][0]["candidates"]) > 1  # stage 0 did try deeper candidates
+    steps = [[(r["step"], r["loss"]) for r in map(json.loads, (tmp_path / n / "log.jsonl").read_text().splitlines())
+              if r["event"] == "step"] for n in ("prog", "trial")]  # fmt: skip
+    assert steps[0] == steps[1] and a["top1"] == b["top1"]
+    wa, wb = (torch.load(tmp_path / n / "model.pt") for n in ("prog", "trial"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -37,7 +37,7 @@ _PRETRAIN_FIELDS = {
     "device", "threads", "eval_ema", "search_runtime", "resume", "checkpoint_every", "on_nonfinite", "nonfinite_lr_factor",
     "channels_last", "compile", "mixed_precision", "workers", "ntk_samples", "zico_batches", "vote_weights",
     "search_rule", "search_reach", "search_exam", "search_sampling", "search_supernet_fraction", "search_w_floor",
-    "search_ntk_tensors",
+    "search_ntk_tensors", "search_trial_fraction", "search_w_fit",
     "input_transform", "equal_time_epochs", "equal_time_ratio", "initial_scale", "delay_fraction", "finetune_fraction",
     "size_increment", "efficienttrain_schedule",
 }  # fmt: skip
@@ -333,8 +333,9 @@ def _add_search_rule_args(search: argparse._ArgumentGroup, *, pretrain: bool) ->
         "--search-rule",
         choices=tuple(SEARCH_RULES),
         default=DEFAULT_SEARCH_RULE,
-        help="how searched stages choose: horizon (judged by the model they lead to) or paper (Sec. 3.2 and "
-        "the authors' code as published)",
+        help="how searched stages choose: horizon (a supernet judged by the model it leads to), trial "
+        "(autoprog-one: each candidate trained alone for a few steps, then judged on validation images) or paper "
+        "(Sec. 3.2 and the authors' code as published)",
     )
     bool_arg = argparse.BooleanOptionalAction
     search.add_argument(
@@ -346,10 +347,18 @@ def _add_search_rule_args(search: argparse._ArgumentGroup, *, pretrain: bool) ->
     if pretrain:
         search.add_argument(
             "--search-exam",
-            choices=("train", "validation"),
+            choices=("train", "validation", "trial"),
             default=None,
-            help="autoprog-one's loss: training images at the candidate's size, or validation images at the "
-            "full size (default: the rule's)",
+            help="autoprog-one's exam: a supernet scored on training images at the candidate's size (train) or "
+            "on validation images at the full size (validation), or each candidate trained alone for a few "
+            "steps, then validation images at its own size (trial) (default: the rule's)",
+        )
+        search.add_argument(
+            "--search-trial-fraction",
+            type=float,
+            default=None,
+            help="autoprog-one, trial exam: each candidate's trial as a fraction of the stage's steps "
+            "(default: the rule's)",
         )
         search.add_argument(
             "--search-sampling",
@@ -369,6 +378,13 @@ def _add_search_rule_args(search: argparse._ArgumentGroup, *, pretrain: bool) ->
             type=float,
             default=None,
             help="autoprog-one: least balancing factor of Eq. 6 (default: the rule's)",
+        )
+        search.add_argument(
+            "--search-w-fit",
+            action=bool_arg,
+            default=None,
+            help="autoprog-one: fit Eq. 6's balancing factor over the candidates (floored at --search-w-floor), "
+            "or use --search-w-floor itself (default: the rule's)",
         )
     search.add_argument(
         "--search-ntk-tensors",

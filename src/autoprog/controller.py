@@ -26,6 +26,9 @@ A plain loop::
 
 AutoProg-Zero needs no supernet and no search epochs: pass ``probe=ZeroShotProbe(batches)``
 (at least 2 fixed ``(inputs, targets)`` batches) with ``create_plan("autoprog-zero", ...)``.
+AutoProg-One by trials (the ``trial`` search rule) needs no supernet either: pass
+``trial_fn(net, config, steps, step) -> (loss, seconds)``, which trains a copy of the network as
+``config`` and examines it (:mod:`autoprog.search.trial_growth`), and ``trial_fraction``.
 
 Decisions are taken the same way on every process: supernet sampling is seeded by the stage, and
 the measured results a choice rests on pass through ``broadcast`` (rank 0's are used everywhere).
@@ -35,7 +38,8 @@ The controller composes small core objects, each usable alone: the growing netwo
 name through every change of shape), a stage's one-shot search
 (:class:`~autoprog.search.one_shot_growth.OneShotGrowthSearch` over the generic
 :class:`~autoprog.search.supernet.SupernetSearch`) and its zero-shot search
-(:class:`~autoprog.search.zero_shot_growth.ZeroShotGrowthSearch`). It keeps the plan, the stage and
+(:class:`~autoprog.search.zero_shot_growth.ZeroShotGrowthSearch`), or its trials
+(:class:`~autoprog.search.trial_growth.TrialGrowthSearch`). It keeps the plan, the stage and
 epoch bookkeeping, the events and the checkpoint.
 """
 
@@ -76,6 +80,7 @@ from autoprog.search.one_shot import (
 from autoprog.search.one_shot_growth import MeasureFn, OneShotGrowthSearch, RuntimeFn, ScoreFn, supernet_steps
 from autoprog.search.rules import smallest_resolution
 from autoprog.search.supernet import CandidateSampling
+from autoprog.search.trial_growth import TrialFn, TrialGrowthSearch, trial_steps
 from autoprog.search.zero_shot_growth import ZeroShotGrowthSearch, ZeroShotProbe
 
 #: How a stage without a fixed sub-network chooses one: AutoProg-One's supernet search (Sec. 3.2.3)
@@ -215,6 +220,10 @@ class GrowthController:
         prune_resolutions: a one-shot search trains only the candidates of the smallest resolution
             among them (a rule whose exam cannot tell resolutions apart,
             :attr:`~autoprog.search.rules.SearchRule.prunes_resolutions`).
+        trial_fn: trains and examines a candidate's copy (:data:`~autoprog.search.trial_growth.TrialFn`).
+        trial_fraction: when set, AutoProg-One's stages are chosen at their start by trials of this
+            fraction of the stage's steps per candidate (:class:`~autoprog.search.trial_growth.TrialGrowthSearch`)
+            instead of a supernet; needs ``trial_fn`` (``score_fn`` and the momentum copy are not needed).
 
     :func:`autoprog.search.rules.controller_options` gives ``candidate_fn``, ``sampling``,
     ``score_rule``, ``supernet_fraction`` and ``prune_resolutions`` for a named search rule.
@@ -247,12 +256,17 @@ class GrowthController:
         sampling: CandidateSampling = "random",
         supernet_fraction: float | None = None,
         prune_resolutions: bool = False,
+        trial_fn: TrialFn | None = None,
+        trial_fraction: float | None = None,
     ) -> None:
         if not plan:
             raise ConfigError("the plan has no stages")
         if steps_per_epoch < 1:
             raise ConfigError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
-        searches = any(p.fixed is None and p.search == "one-shot" for p in plan)  # with a supernet
+        one_shot = any(p.fixed is None and p.search == "one-shot" for p in plan)
+        if one_shot and trial_fraction is not None and trial_fn is None:
+            raise ConfigError("a trial search (AutoProg-One, trial_fraction) needs trial_fn(net, config, steps, step)")
+        searches = one_shot and trial_fraction is None  # with a supernet
         if searches and score_fn is None:
             raise ConfigError("a searched plan (AutoProg-One) needs score_fn(momentum_net, config) -> loss")
         if supernet_fraction is not None and not recycle:
@@ -277,9 +291,16 @@ class GrowthController:
         self.sampling: CandidateSampling = sampling
         self.supernet_fraction = supernet_fraction
         self.prune_resolutions = prune_resolutions
+        self.trial_fn = trial_fn
+        self.trial_fraction = trial_fraction
 
         first = self.plan[0]
-        depth = first.fixed.depth if first.fixed is not None else first.space.full_depth
+        if first.fixed is not None:
+            depth = first.fixed.depth
+        elif first.search == "one-shot" and trial_fraction is not None:  # trials grow stage 0's candidates
+            depth = self._trial_start_depth()  # from the smallest, made as a fixed plan makes its first stage
+        else:
+            depth = first.space.full_depth
         model = adapter.create_model(depth)
         if use_ema is None:
             use_ema = self.operator.needs_momentum or searches
@@ -459,6 +480,8 @@ class GrowthController:
         candidates = self.candidate_fn(planned.space, k, self.current)
         if planned.search == "zero-shot":
             return self._zero_shot_search(k, candidates)
+        if self.trial_fraction is not None:
+            return self._trial_search(k, candidates, planned.end_epoch - self.epoch)
         if self.prune_resolutions:
             candidates = smallest_resolution(candidates)
         if len(candidates) == 1:
@@ -518,6 +541,48 @@ class GrowthController:
             "candidates": rows,
             "chosen": {"resolution": chosen.resolution, "depth": chosen.depth},
             "weights": weights,
+            "search_time_s": time.perf_counter() - t0,
+        }
+        self.searches.append(record)
+        return events + [Event("search", k, chosen, record)]
+
+    def _trial_start_depth(self) -> int:
+        """The depth a trial-searched first stage starts from: its smallest candidate's. The model is
+        created at that depth, as a fixed plan creates its first stage's (from the same random state,
+        so a run whose trials choose Prog's schedule trains Prog's run exactly), and the deeper
+        candidates are grown from it by the operator."""
+        first = self.plan[0]
+        return min(c.depth for c in smallest_resolution(self.candidate_fn(first.space, 0, None)))
+
+    def _trial_search(self, k: int, candidates: list[SubnetConfig], stage_len: int) -> list[Event]:
+        """AutoProg-One by trials at stage ``k``'s start (:class:`TrialGrowthSearch`): every candidate's
+        copy trains a few steps and sits the exam; the model grows into the winner (before the first
+        stage, from the untrained smallest candidate, :meth:`_trial_start_depth`)."""
+        assert self.trial_fn is not None and self.trial_fraction is not None
+        t0 = time.perf_counter()
+        if self.current is None:  # from random weights a few steps leave every candidate near chance: the
+            candidates = smallest_resolution(candidates)  # larger resolutions would cost most of the search
+        if len(candidates) == 1:
+            chosen, rows, w, steps = candidates[0], [], 0.0, 0
+        else:
+            steps = trial_steps(self.trial_fraction, stage_len * self.steps_per_epoch)
+            search = TrialGrowthSearch(
+                self.net, self.trial_fn, runtime_fn=self.runtime_fn, rule=self.score_rule, broadcast=self.broadcast
+            )
+            chosen, rows, w = search.choose(candidates, steps, self.steps)
+        events = self._grow_to(chosen)
+        if not rows:  # one candidate: nothing to try
+            rows = [{"resolution": chosen.resolution, "depth": chosen.depth, "loss": math.nan,
+                     "runtime_s": math.nan, "score": math.nan}]  # fmt: skip
+        record = {
+            "stage": k,
+            "start_epoch": self.epoch,
+            "search": "trial",
+            "search_epochs": 0,
+            "trial_steps": steps,
+            "balancing_factor": w,
+            "candidates": rows,
+            "chosen": {"resolution": chosen.resolution, "depth": chosen.depth},
             "search_time_s": time.perf_counter() - t0,
         }
         self.searches.append(record)

@@ -34,6 +34,13 @@ pays for the jump. ``horizon`` judges every stage by the model it leads to:
   ``*weight*`` only (``weights``), and on random learnable sets the two rank differently on about
   a fifth of the pairs (issue 16's audit). ``--search-ntk-tensors`` selects.
 
+``trial`` keeps ``horizon``'s reach and AutoProg-Zero ballot and replaces AutoProg-One's supernet by
+trials (:mod:`autoprog.search.trial_growth`): at a stage's start each candidate's copy trains alone
+for ``trial_fraction`` of the stage's steps on the same batches, from the same weights, and sits an
+exam on validation images at its own resolution; Eq. 6 with ``w = w_floor`` fixed (``w_fit`` off: with two candidates the fitted
+factor makes their scores tie, so the faster always won) decides, and the winner trains the whole
+stage. The comparison is paired, and the run trains nothing but the chosen sub-networks.
+
 Each field can be overridden on its own (``--search-reach``, ``--search-exam``, ...), which is how
 the ablation in ``benchmarks/tables/ablation_search.sh`` measures each remedy alone and combined.
 """
@@ -54,7 +61,7 @@ from autoprog.search.voting import DEFAULT_WEIGHTS
 from autoprog.search.zero_shot import NTKTensors
 from autoprog.unfreeze.schedule import UnfreezeConfig, UnfreezeSpace, zero_shot_candidates
 
-Exam = Literal["train", "validation"]
+Exam = Literal["train", "validation", "trial"]
 Sampling = Literal["random", "rounds"]
 
 
@@ -65,8 +72,11 @@ class SearchRule:
     Attributes:
         name: the rule's name (``paper``, ``horizon``; ``custom`` after an override).
         reach: candidates keep the full resolution reachable one grid step per remaining stage.
-        exam: AutoProg-One's search loss: ``train`` (training images at the candidate's resolution,
-            the paper's) or ``validation`` (validation images at the full resolution).
+        exam: AutoProg-One's search loss: ``train`` (a supernet, training images at the candidate's
+            resolution, the paper's), ``validation`` (a supernet, validation images at the full
+            resolution) or ``trial`` (no supernet: each candidate trained alone for a few steps from
+            the stage's start, then validation images at its own resolution,
+            :mod:`autoprog.search.trial_growth`).
         sampling: which candidate a supernet step trains: ``random`` (the paper's) or ``rounds``.
         supernet_fraction: the supernet's length as a fraction of the stage's steps; ``None``: the
             run's ``search_epochs`` whole epochs (the paper's two).
@@ -74,6 +84,11 @@ class SearchRule:
         vote_weights: AutoProg-Zero's ballot weights (Eq. 19).
         ntk_tensors: the learnable tensors AutoProg-Zero's NTK differentiates: ``all`` or
             ``weights`` (those named ``*weight*``, TE-NAS's and the authors' set).
+        trial_fraction: under the ``trial`` exam, each candidate's trial as a fraction of the
+            stage's steps (at least 4 steps).
+        w_fit: fit Eq. 6's balancing factor over the candidates (the authors', floored at
+            ``w_floor``); ``False``: ``w = w_floor`` (with two candidates the fit makes their scores
+            tie, so the faster always wins).
     """
 
     name: str
@@ -84,10 +99,14 @@ class SearchRule:
     w_floor: float = 0.0
     vote_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     ntk_tensors: NTKTensors = "all"
+    trial_fraction: float = 0.02
+    w_fit: bool = True
 
     def __post_init__(self) -> None:
-        if self.exam not in ("train", "validation"):
-            raise ConfigError(f"--search-exam must be train or validation, got {self.exam!r}")
+        if self.exam not in ("train", "validation", "trial"):
+            raise ConfigError(f"--search-exam must be train, validation or trial, got {self.exam!r}")
+        if not 0.0 < self.trial_fraction <= 0.5:
+            raise ConfigError(f"--search-trial-fraction must be in (0, 0.5], got {self.trial_fraction}")
         if self.sampling not in ("random", "rounds"):
             raise ConfigError(f"--search-sampling must be random or rounds, got {self.sampling!r}")
         if self.ntk_tensors not in ("all", "weights"):
@@ -120,8 +139,11 @@ SEARCH_RULES: dict[str, SearchRule] = {
     "horizon": SearchRule(
         "horizon", reach=True, exam="validation", sampling="rounds", supernet_fraction=0.125, w_floor=0.1,
         vote_weights={"time": 1.0, "ntk": 1.0, "zico": 1.0},
-    ),  # fmt: skip
-}
+    ),
+    "trial": SearchRule(
+        "trial", reach=True, exam="trial", w_floor=0.1, w_fit=False, vote_weights={"time": 1.0, "ntk": 1.0, "zico": 1.0},
+    ),
+}  # fmt: skip
 """The named rules (``--search-rule``)."""
 
 DEFAULT_SEARCH_RULE = "horizon"
@@ -189,10 +211,18 @@ def smallest_resolution(candidates: Sequence[Any]) -> list[Any]:
     return [c for c in candidates if c.resolution == low]
 
 
-def floored_power_law_score(w_floor: float) -> ScoreRule:
+def floored_power_law_score(w_floor: float, fit: bool = True) -> ScoreRule:
     """Eq. 6, ``score_i = L_i * T_i^w``, with ``w`` the fitted balancing factor
-    (:func:`~autoprog.search.one_shot.power_law_balancing_factor`) but at least ``w_floor``
-    (the function carries ``w_floor``, which the search record's ``balancing_factor`` honours)."""
+    (:func:`~autoprog.search.one_shot.power_law_balancing_factor`) but at least ``w_floor``, or
+    (``fit=False``) ``w = w_floor`` itself (the function carries ``w_floor`` and ``w_fixed``, which
+    the search record's ``balancing_factor`` honours)."""
+    if not fit:
+
+        def fixed(losses: Sequence[float], times: Sequence[float]) -> list[float]:
+            return [float(loss * t**w_floor) for loss, t in zip(losses, times, strict=True)]
+
+        fixed.w_fixed = w_floor  # type: ignore[attr-defined]
+        return fixed
     if w_floor <= 0:
         return power_law_score
 
@@ -207,13 +237,14 @@ def floored_power_law_score(w_floor: float) -> ScoreRule:
 def controller_options(rule: SearchRule) -> dict[str, Any]:
     """The :class:`~autoprog.controller.GrowthController` arguments that make it search by ``rule``:
     ``candidate_fn``, ``sampling``, ``score_rule``, ``supernet_fraction``, ``prune_resolutions``
-    (``paper`` gives the controller's defaults)."""
+    and ``trial_fraction`` (``paper`` gives the controller's defaults)."""
     return {
         "candidate_fn": partial(growth_candidates, rule=rule),
         "sampling": rule.sampling,
-        "score_rule": floored_power_law_score(rule.w_floor),
-        "supernet_fraction": rule.supernet_fraction,
+        "score_rule": floored_power_law_score(rule.w_floor, rule.w_fit),
+        "supernet_fraction": rule.supernet_fraction if rule.exam != "trial" else None,
         "prune_resolutions": rule.prunes_resolutions,
+        "trial_fraction": rule.trial_fraction if rule.exam == "trial" else None,
     }
 
 

@@ -151,6 +151,7 @@ def score_and_choose(
         scores[i] = s
     w = power_law_balancing_factor([losses[i] for i in scored], [runtimes[i] for i in scored])
     w = max(w, getattr(rule, "w_floor", 0.0))  # a floored Eq. 6 (autoprog.search.rules) reports the w it used
+    w = getattr(rule, "w_fixed", w)  # so does one with a fixed w
     if scored:
         index = min(scored, key=lambda i: (scores[i], runtimes[i]))
     else:

@@ -123,6 +123,8 @@ class PretrainConfig:
     search_supernet_fraction: float | None = None
     search_w_floor: float | None = None
     search_ntk_tensors: str | None = None
+    search_trial_fraction: float | None = None
+    search_w_fit: bool | None = None
     resume: bool = False
     checkpoint_every: int = 0
     on_nonfinite: str = "rollback"
@@ -283,7 +285,8 @@ def _search_rule(cfg: PretrainConfig | FinetuneConfig):
     overrides: dict = {"reach": cfg.search_reach, "ntk_tensors": cfg.search_ntk_tensors}
     if isinstance(cfg, PretrainConfig):
         overrides.update(exam=cfg.search_exam, sampling=cfg.search_sampling,
-                         supernet_fraction=cfg.search_supernet_fraction, w_floor=cfg.search_w_floor)  # fmt: skip
+                         supernet_fraction=cfg.search_supernet_fraction, w_floor=cfg.search_w_floor,
+                         trial_fraction=cfg.search_trial_fraction, w_fit=cfg.search_w_fit)  # fmt: skip
     if cfg.vote_weights is not None:
         overrides["vote_weights"] = parse_vote_weights(cfg.vote_weights)
     return create_search_rule(cfg.search_rule, **overrides)

@@ -141,7 +141,7 @@ class StageSearch:
         # scored (a random choice per step could leave one untrained); scored by its training losses,
         # with the rule's floor on Eq. 6's balancing factor.
         search = SupernetSearch(candidates, sampling="rounds", seed=cfg.seed * 1_000_003 + k * 7919,
-                                score_source="training-loss", rule=floored_power_law_score(rule.w_floor))  # fmt: skip
+                                score_source="training-loss", rule=floored_power_law_score(rule.w_floor, rule.w_fit))  # fmt: skip
         if saved_search is None:
             n_steps = max(len(candidates), int(cfg.search_fraction * (end_step - train_step.step)))
         else:

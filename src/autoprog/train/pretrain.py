@@ -100,7 +100,10 @@ def _pretrain(cfg: PretrainConfig, log: Callable[[str], None], ctx: DistContext,
     # The peers (progressive resizing, EfficientTrain++): the full model on inputs that follow a schedule.
     inputs = peers.create_input_schedule(cfg, adapter.full.resolution, adapter.resolution_step)
     transform = peers.input_transform(cfg)
-    flops = count_flops(adapter, space, plan, info.in_chans, peers.input_configs(inputs, epochs, adapter.full.depth))
+    # AutoProg-One by trials draws as Prog does (with Prog's choices it is Prog's run, to the bit).
+    prog_draws = create_plan("prog", space, epochs) if cfg.method == "autoprog-one" and cfg.search().exam == "trial" else None
+    flops = count_flops(adapter, space, plan, info.in_chans, peers.input_configs(inputs, epochs, adapter.full.depth),
+                        draws_as=prog_draws)  # fmt: skip
     total_steps, warmup_steps = steps_per_epoch * epochs, int(cfg.warmup_epochs * steps_per_epoch)
     train_step = TrainStep(cfg, info.num_classes, device, ctx)
     log(_describe(cfg, epochs, adapter, data, len(plan), device))
@@ -115,7 +118,7 @@ def _pretrain(cfg: PretrainConfig, log: Callable[[str], None], ctx: DistContext,
     with records:
         # Setup the controller: it owns what changes shape (model, momentum copy, optimizer) and
         # decides the schedule; this loop owns data, loss, learning rate and logging.
-        ctl = create_controller(cfg, adapter, plan, operator, data, flops, device, ctx)
+        ctl = create_controller(cfg, adapter, plan, operator, data, flops, device, ctx, train_step)
         train_module = TrainModule(ctx, compile=cfg.compile, channels_last=cfg.channels_last)
         if device.type == "cuda":  # reserve the largest configuration's memory before training starts
             train_step.reserve_memory(adapter, cfg.batch_size, info.in_chans)
@@ -346,7 +349,7 @@ def load_schedule_file(path: str, space: GrowthSpace, epochs: int) -> GrowthSche
 
 def create_controller(
     cfg: PretrainConfig, adapter: ModelAdapter, plan: list[PlannedStage], operator: GrowthOperator,
-    data: PretrainData, flops: FlopTable, device: torch.device, ctx: DistContext,
+    data: PretrainData, flops: FlopTable, device: torch.device, ctx: DistContext, train_step: TrainStep,
 ) -> GrowthController:  # fmt: skip
     """The run's :class:`~autoprog.controller.GrowthController`: AdamW rebuilt (its state carried by
     name, ``--optimizer-state``) at every growth, the momentum copy when the operator, ``--eval-ema``
@@ -355,23 +358,32 @@ def create_controller(
         adapter, plan, steps_per_epoch=len(data.train), operator=operator,
         optimizer_factory=lambda m: build_optimizer(m, cfg.lr, cfg.weight_decay),
         carry_optimizer_state=cfg.optimizer_state == "carry", ema_decay=cfg.ema_decay, ema_warmup=cfg.ema_warmup,
-        use_ema=operator.needs_momentum or cfg.eval_ema or cfg.method == "autoprog-one",
+        use_ema=operator.needs_momentum or cfg.eval_ema or (cfg.method == "autoprog-one" and cfg.search().exam != "trial"),
         search_epochs=cfg.search_epochs, search_snapshots=cfg.search_snapshots, recycle=cfg.recycle,
         seed=cfg.seed, device=device, broadcast=ctx.broadcast,
-        **search_functions(cfg, data, flops, adapter.full.resolution, device),
+        **search_functions(cfg, data, flops, adapter.full.resolution, device, train_step),
     )  # fmt: skip
 
 
 def count_flops(
     adapter: ModelAdapter, space: GrowthSpace, plan: list[PlannedStage], in_chans: int,
     scheduled: set[SubnetConfig] = frozenset(),  # type: ignore[assignment]
+    draws_as: list[PlannedStage] | None = None,
 ) -> FlopTable:  # fmt: skip
     """The FLOP table of the run, filled with every configuration it can train: the plan's fixed
     stages, the whole grid when a stage is searched, an input schedule's sizes (``scheduled``) and
-    the full model (the reference)."""
+    the full model (the reference). Counting builds models, which draws from the random stream;
+    ``draws_as``: draw as that plan's run would (the grid is then counted without drawing)."""
     flops = FlopTable(adapter.create_model, in_chans)
     searched = any(p.fixed is None for p in plan)
     grid = [SubnetConfig(r, d) for r in space.resolutions for d in space.depths] if searched else []
+    if draws_as is not None:
+        for config in {p.fixed for p in draws_as if p.fixed is not None} | {adapter.full} | set(scheduled):
+            flops(config)
+        with torch.random.fork_rng(devices=[]):
+            for config in grid:
+                flops(config)
+        return flops
     for config in {p.fixed for p in plan if p.fixed is not None} | set(grid) | {adapter.full} | set(scheduled):
         flops(config)
     return flops
